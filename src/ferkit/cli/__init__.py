@@ -1,0 +1,54 @@
+"""The ``ferkit`` command: thin subcommands over the library. Errors become one line and an exit code."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from ferkit import __version__
+from ferkit.errors import FerkitError
+
+# Each module defines register(subparsers) and sets a ``func`` default that takes the parsed args.
+COMMANDS = ["data", "train", "evaluate", "models"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ferkit",
+        description="Facial expression recognition: train, evaluate, ensemble, export and serve models "
+                    "that read one of seven expressions (Angry, Disgust, Fear, Happy, Sad, Surprise, Neutral).",
+    )
+    parser.add_argument("--version", action="version", version=f"ferkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"ferkit.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except FerkitError as e:
+        print(f"ferkit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("ferkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # an unexpected bug: still one line, the traceback only on request
+        if os.environ.get("FERKIT_DEBUG"):
+            raise
+        print(f"ferkit: internal error: {type(e).__name__}: {e} (set FERKIT_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Dataclass configs: a YAML file plus ``key=value`` overrides, type-checked, saved with each run."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ferkit.errors import ConfigError
+
+
+@dataclass
+class AugmentConfig:
+    """Batch-wise augmentation applied on the training device (see ferkit.data.augment)."""
+
+    scale: tuple[float, float] = (0.8, 1.2)  # RandomResizedCrop-like zoom range
+    translate: float = 0.2  # max shift, fraction of the image side
+    rotation: float = 10.0  # degrees, uniform in [-r, r]
+    hflip: float = 0.5  # probability
+    erasing: float = 0.5  # probability of one random erased rectangle
+    noise_std: float = 0.0  # Gaussian noise sigma (on [0,1] pixels); 0 = off
+    noise_prob: float = 0.0
+    brightness: float = 0.0  # max relative change of brightness/contrast; 0 = off
+    crop: int = 40  # side of the random crop fed to the model
+    subset: str = "all"  # "all" or "balanced": augment a random class-balanced subset (the study's way)
+    enabled: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; every field can be overridden from the command line."""
+
+    model: str = "vgg_fer_w32"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    data: str = "../shared/data/fer2013"
+    train_split: str = "Training"
+    val_split: str = "PublicTest"
+    aux_data: str | None = None  # e.g. an AffectNet class-folder tree
+    aux_ratio: float = 0.0  # auxiliary images per FER2013 training image (0 = none)
+    balance: str = "none"  # none|ros|smote|smote_tomek|smote_enn|class_weight|sampler
+    protocol: str = "official"  # official|study (the study's leaky resample-then-split protocol)
+    epochs: int = 300
+    batch_size: int = 64
+    optimizer: str = "sgd"  # sgd|adam|adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    scheduler: str = "plateau"  # plateau|cosine|onecycle|none
+    plateau_factor: float = 0.75
+    plateau_patience: int = 5
+    warmup_epochs: int = 0
+    early_stopping: int = 0  # patience in epochs on validation accuracy; 0 = off
+    label_smoothing: float = 0.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    finetune_from: str | None = None  # checkpoint whose weights initialise the model
+    max_train_images: int = 0  # 0 = all; >0 subsamples the training split (quick runs)
+    seed: int = 0
+    device: str = "auto"  # auto|cpu|cuda|cuda:N
+    amp: bool = True  # mixed precision (bf16) when on GPU
+    threads: int = 0  # torch CPU threads; 0 = library default
+    out: str = "runs/default"
+    progress: bool = True
+
+
+def _check_type(name: str, value: Any, tp: Any) -> Any:
+    """Coerce ``value`` to the annotated type ``tp`` or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(name, value, a)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{name}: bad value {value!r}")
+    if tp is Any:
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{name}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_check_type(name, v, a) for v, a in zip(value, args))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{name}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=name + ".")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown config field(s): {', '.join(prefix + u for u in sorted(unknown))}"
+                          f" (known: {', '.join(sorted(names))})")
+    kwargs = {k: _check_type(prefix + k, v, hints[k]) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, YAML/JSON-safe dict of a config (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse value {text!r}: {e}") from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings (values parsed as YAML) to a nested dict."""
+    out = dict(data)
+    for item in overrides:
+        item = item[2:] if item.startswith("--") else item
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            child = node.get(p)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[p] = child
+            node = child
+        node[parts[-1]] = _parse_value(raw)
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults <- YAML file <- overrides, validated into a TrainConfig."""
+    data = load_yaml(path) if path else {}
+    data = apply_overrides(data, overrides or [])
+    return from_dict(TrainConfig, data)

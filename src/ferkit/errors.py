@@ -1,0 +1,31 @@
+"""One error type per failure family; the CLI and the app turn them into one line or a 4xx."""
+
+
+class FerkitError(Exception):
+    """Base class: an expected failure with a message meant for the user."""
+
+    exit_code = 1
+
+
+class DataError(FerkitError):
+    """Missing, malformed or unreadable data."""
+
+    exit_code = 3
+
+
+class ConfigError(FerkitError):
+    """Unknown or badly typed configuration field."""
+
+    exit_code = 2
+
+
+class ModelError(FerkitError):
+    """Unknown model, bad model arguments, or a checkpoint that cannot be used."""
+
+    exit_code = 4
+
+
+class InputError(FerkitError):
+    """Bad input to inference: empty, malformed or undecodable images."""
+
+    exit_code = 5

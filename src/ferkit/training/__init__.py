@@ -1,0 +1,1 @@
+"""Training: the loop (fit, early stopping, resume, DDP) and checkpoints."""

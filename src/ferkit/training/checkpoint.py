@@ -1,0 +1,89 @@
+"""Checkpoints: full training state, written atomically, loaded with ``weights_only=True``.
+
+A checkpoint alone is enough to predict: it carries the model's name, arguments, class names and
+normalisation (``ModelMeta``) next to the weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ferkit.errors import ModelError
+from ferkit.models.registry import ModelMeta, create_model
+
+FORMAT = "ferkit-checkpoint"
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_checkpoint(model: torch.nn.Module, meta: ModelMeta, **state: Any) -> dict[str, Any]:
+    """A checkpoint dict: format tag, model meta, weights (float32, on CPU) and any extra state."""
+    model = getattr(model, "module", model)  # unwrap DDP
+    weights = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    return {"format": FORMAT, "version": 1, "meta": dataclasses.asdict(meta), "model": weights, **state}
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict safely (no arbitrary unpickling) and check that it is one of ours."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"checkpoint not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ModelError(f"{p} is not a readable ferkit checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ModelError(f"{p} is not a ferkit checkpoint")
+    return ckpt
+
+
+def meta_from_checkpoint(ckpt: dict[str, Any]) -> ModelMeta:
+    fields = {f.name for f in dataclasses.fields(ModelMeta)}
+    return ModelMeta(**{k: v for k, v in ckpt["meta"].items() if k in fields})
+
+
+def model_from_checkpoint(ckpt: dict[str, Any] | str | Path,
+                          device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelMeta]:
+    """Rebuild the model from a checkpoint (dict or path), load its weights strictly, eval mode."""
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt)
+    meta = meta_from_checkpoint(ckpt)
+    model = create_model(meta.name, **meta.args)
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as e:
+        # Never go on with random weights: a mismatch is an error.
+        raise ModelError(f"checkpoint weights do not fit model {meta.name!r}: {str(e).splitlines()[0]}") from None
+    return model.to(device).eval(), meta
