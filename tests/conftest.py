@@ -1,0 +1,79 @@
+"""Shared fixtures: small synthetic FER-like data (no ../shared, no network needed)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FOLDER_NAMES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+def make_synthetic(n_per_class: int = 20, seed: int = 0, counts: list[int] | None = None):
+    """Learnable 48x48 uint8 'faces': class k is a stripe pattern of its own frequency and angle."""
+    rng = np.random.default_rng(seed)
+    counts = counts or [n_per_class] * 7
+    yy, xx = np.mgrid[0:48, 0:48].astype(np.float32)
+    images, labels = [], []
+    for k, n in enumerate(counts):
+        angle = k * np.pi / 7
+        freq = 0.15 + 0.05 * k
+        base = np.sin(freq * (np.cos(angle) * xx + np.sin(angle) * yy))
+        for _ in range(n):
+            img = 128 + 80 * base + rng.normal(0, 20, (48, 48))
+            images.append(np.clip(img, 0, 255).astype(np.uint8))
+            labels.append(k)
+    return np.stack(images), np.array(labels, dtype=np.int64)
+
+
+def write_fer_csv(path: Path, n_per_class: int = 6, seed: int = 0) -> Path:
+    """A fer2013.csv with all three Usage values."""
+    usages = ["Training", "PublicTest", "PrivateTest"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["emotion", "pixels", "Usage"])
+        for u_i, usage in enumerate(usages):
+            imgs, labels = make_synthetic(n_per_class, seed=seed + u_i)
+            for img, y in zip(imgs, labels):
+                w.writerow([int(y), " ".join(map(str, img.reshape(-1).tolist())), usage])
+    return path
+
+
+def write_fer_folders(root: Path, n_per_class: int = 6, seed: int = 0, ext: str = "png") -> Path:
+    """train/<class>/Training_<id>.<ext> and test/<class>/{PublicTest,PrivateTest}_<id>.<ext>."""
+    import cv2
+
+    i = 0
+    for usage, top in [("Training", "train"), ("PublicTest", "test"), ("PrivateTest", "test")]:
+        imgs, labels = make_synthetic(n_per_class, seed=seed + i)
+        for img, y in zip(imgs, labels):
+            d = root / top / FOLDER_NAMES[y]
+            d.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(d / f"{usage}_{i}.{ext}"), img)
+            i += 1
+    return root
+
+
+@pytest.fixture
+def synthetic():
+    return make_synthetic
+
+
+@pytest.fixture
+def fer_csv(tmp_path):
+    return write_fer_csv(tmp_path / "fer2013.csv")
+
+
+@pytest.fixture
+def fer_folders(tmp_path):
+    return write_fer_folders(tmp_path / "fer2013")
+
+
+@pytest.fixture
+def shared_data():
+    """../shared/data when present; the test is skipped otherwise."""
+    if not (SHARED / "fer2013").is_dir():
+        pytest.skip("../shared/data is not available")
+    return SHARED
