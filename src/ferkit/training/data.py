@@ -1,0 +1,85 @@
+"""Turn a config into training and validation arrays: splits, subsampling, auxiliary data, balancing.
+
+Resampling (``balance``) touches the training split only, after the split: validation and test
+images never reach training under the official protocol.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ferkit.config import TrainConfig
+from ferkit.data.dataset import FaceDataset
+from ferkit.errors import ConfigError
+from ferkit.labels import NUM_CLASSES
+
+BALANCE_METHODS = ("none", "ros", "smote", "smote_tomek", "smote_enn", "class_weight", "sampler")
+
+
+@dataclass
+class TrainingData:
+    train_images: np.ndarray  # uint8 (N, 48, 48)
+    train_labels: np.ndarray  # int64 (N,)
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    class_weights: np.ndarray | None = None  # for class-weighted cross-entropy
+    sample_weights: np.ndarray | None = None  # for a class-balanced sampler
+    notes: dict | None = None  # counts before/after resampling, auxiliary images added, ...
+
+
+def inverse_frequency(labels: np.ndarray) -> np.ndarray:
+    """Per-class weights n / (k * count_c), 0 for absent classes."""
+    counts = np.bincount(labels, minlength=NUM_CLASSES).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (NUM_CLASSES * np.maximum(counts, 1)), 0.0)
+    return w.astype(np.float32)
+
+
+def stratified_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of a seeded, class-stratified subsample of size about n."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    frac = n / len(labels)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = max(1, int(round(len(idx) * frac)))
+        keep.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def prepare_training_data(cfg: TrainConfig, dataset: FaceDataset) -> TrainingData:
+    if cfg.balance not in BALANCE_METHODS:
+        raise ConfigError(f"balance: unknown method {cfg.balance!r}; use one of {', '.join(BALANCE_METHODS)}")
+    if cfg.protocol not in ("official", "study"):
+        raise ConfigError(f"protocol: use 'official' or 'study', not {cfg.protocol!r}")
+    if cfg.protocol == "study":
+        from ferkit.data.study_protocol import study_split  # the leaky protocol, issue 3
+
+        train, val = study_split(cfg, dataset)
+    else:
+        train, val = dataset.split(cfg.train_split), dataset.split(cfg.val_split)
+    notes: dict = {"protocol": cfg.protocol, "train_counts_before": train.class_counts().tolist()}
+    x, y = train.images, train.labels
+    if cfg.max_train_images and cfg.max_train_images < len(y):
+        idx = stratified_subsample(y, cfg.max_train_images, cfg.seed)
+        x, y = x[idx], y[idx]
+    if cfg.aux_data and cfg.aux_ratio > 0:
+        from ferkit.data.affectnet import load_affectnet
+
+        aux = load_affectnet(cfg.aux_data)
+        n_aux = min(len(aux), int(round(cfg.aux_ratio * len(y))))
+        idx = np.random.default_rng(cfg.seed).choice(len(aux), size=n_aux, replace=False)
+        x = np.concatenate([x, aux.images[idx]])
+        y = np.concatenate([y, aux.labels[idx]])
+        notes["aux_images"] = int(n_aux)
+    class_weights = sample_weights = None
+    if cfg.balance == "class_weight":
+        class_weights = inverse_frequency(y)
+    elif cfg.balance == "sampler":
+        sample_weights = inverse_frequency(y)[y].astype(np.float64)
+    elif cfg.balance != "none":
+        from ferkit.data.balance import resample
+
+        x, y = resample(x, y, cfg.balance, seed=cfg.seed)
+    notes["train_counts"] = np.bincount(y, minlength=NUM_CLASSES).tolist()
+    return TrainingData(x, y, val.images, val.labels, class_weights, sample_weights, notes)
