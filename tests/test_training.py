@@ -1,0 +1,132 @@
+"""Training loop: loss goes down, checkpoints are complete and safe, resume is exact, DDP runs on CPU."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ferkit.config import AugmentConfig, TrainConfig
+from ferkit.errors import ConfigError
+from ferkit.training.checkpoint import load_checkpoint, model_from_checkpoint
+from ferkit.training.data import TrainingData
+from ferkit.training.loop import fit
+
+from conftest import make_synthetic, write_fer_csv
+
+
+def tiny_data() -> TrainingData:
+    x, y = make_synthetic(28, seed=0)  # ~200 images
+    xv, yv = make_synthetic(6, seed=1)
+    return TrainingData(x, y, xv, yv)
+
+
+def tiny_cfg(out: Path, **kw) -> TrainConfig:
+    base = dict(model="vgg_fer_w16", epochs=2, batch_size=32, lr=0.01, out=str(out), progress=False, seed=3,
+                augment=AugmentConfig(translate=0.05, erasing=0.1))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_two_epochs_lower_the_loss_and_write_checkpoints(tmp_path):
+    summary = fit(tiny_cfg(tmp_path / "run", epochs=4), data=tiny_data())
+    h = summary["history"]
+    assert len(h) == 4 and h[-1]["train_loss"] < h[0]["train_loss"]
+    for name in ("best.pt", "last.pt", "metrics.jsonl", "config.yaml", "curves.png"):
+        assert (tmp_path / "run" / name).is_file(), name
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+    # The checkpoint alone is enough to predict: it carries model name, classes and normalisation.
+    ck = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert ck["meta"]["classes"][3] == "Happy" and 0 < ck["meta"]["std"] < 1
+    model, meta = model_from_checkpoint(ck)
+    assert meta.name == "vgg_fer_w16"
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 40, 40)).shape == (2, 7)
+
+
+def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path):
+    data = tiny_data()
+    full = fit(tiny_cfg(tmp_path / "full", epochs=3), data=data)
+    fit(tiny_cfg(tmp_path / "cut", epochs=1), data=data)  # "killed" after epoch 1
+    resumed = fit(tiny_cfg(tmp_path / "cut", epochs=3), data=data, resume=True)
+    assert resumed["epochs_run"] == 3
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "cut" / "last.pt")
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=1e-6)
+    assert [h["val_acc"] for h in full["history"]] == [h["val_acc"] for h in resumed["history"]]
+
+
+def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path):
+    fit(tiny_cfg(tmp_path / "run", epochs=1), data=tiny_data())
+    with pytest.raises(ConfigError, match="--resume"):
+        fit(tiny_cfg(tmp_path / "run", epochs=1), data=tiny_data())
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        fit(tiny_cfg(tmp_path / "none", epochs=1), data=tiny_data(), resume=True)
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    fit(tiny_cfg(tmp_path / "run", epochs=1), data=tiny_data())
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert {"optimizer", "scheduler", "rng", "epoch", "config", "history"} <= set(ck)
+
+
+def test_early_stopping_stops(tmp_path):
+    # lr 0 -> validation never improves after epoch 1 -> stops after `early_stopping` more epochs.
+    s = fit(tiny_cfg(tmp_path / "run", epochs=20, lr=0.0, early_stopping=2, scheduler="none"), data=tiny_data())
+    assert s["stopped_early"] and s["epochs_run"] == 3
+
+
+@pytest.mark.parametrize("balance", ["class_weight", "sampler"])
+def test_balancing_without_synthetic_images(tmp_path, balance):
+    x, y = make_synthetic(counts=[30, 4, 30, 60, 30, 30, 30], seed=0)
+    xv, yv = make_synthetic(5, seed=1)
+    from ferkit.training.data import inverse_frequency
+
+    w = inverse_frequency(y)
+    assert w[1] > w[3] and w.argmax() == 1
+    data = TrainingData(x, y, xv, yv, class_weights=w if balance == "class_weight" else None,
+                        sample_weights=w[y].astype(np.float64) if balance == "sampler" else None)
+    s = fit(tiny_cfg(tmp_path / "run", epochs=1), data=data)
+    assert s["epochs_run"] == 1
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FERKIT_CACHE_DIR": str(cwd / "cache")}
+    return subprocess.run([sys.executable, "-m", "ferkit.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_train_then_resume_from_csv(tmp_path):
+    csv = write_fer_csv(tmp_path / "fer.csv", n_per_class=8)
+    args = ["train", "--data", str(csv), "--out", str(tmp_path / "run"), "model=vgg_fer_w16", "batch_size=16",
+            "progress=false"]
+    r = _cli(*args, "epochs=1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = _cli(*args, "epochs=2", "--resume", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "epoch 2:" in r.stdout and "epoch 1:" not in r.stdout
+    r = _cli("train", "lr=fast", cwd=tmp_path)
+    assert r.returncode == 2 and "lr: expected a number" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("train", "nosuchfield=1", cwd=tmp_path)
+    assert r.returncode == 2 and "unknown config field" in r.stderr
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    csv = write_fer_csv(tmp_path / "fer.csv", n_per_class=8)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FERKIT_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+                        "-m", "ferkit.cli", "train", "--data", str(csv), "--out", str(tmp_path / "ddp"),
+                        "model=vgg_fer_w16", "batch_size=8", "epochs=2", "progress=false", "device=cpu"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("epoch 2:") == 1  # only rank 0 logs
+    ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert ck["epoch"] == 2
+    assert not any(k.startswith("module.") for k in ck["model"])  # saved unwrapped
