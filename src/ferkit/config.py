@@ -173,10 +173,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def resolve_config_path(path: str | Path) -> Path:
+    """A file path, or the name of a config shipped with ferkit (``paper``, ``tuned``, ``cpu``)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+    if p.is_file():
+        return p
+    shipped = Path(__file__).parent / "configs" / (p.name if p.suffix == ".yaml" else p.name + ".yaml")
+    if p.parent == Path(".") and shipped.is_file():
+        return shipped
+    names = sorted(f.stem for f in (Path(__file__).parent / "configs").glob("*.yaml"))
+    raise ConfigError(f"config file not found: {p} (shipped configs: {', '.join(names)})")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = resolve_config_path(path)
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:

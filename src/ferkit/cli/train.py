@@ -9,11 +9,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train", help="train a model (official protocol: Training -> PublicTest; PrivateTest never seen)",
         description="Train a model. Settings come from the defaults, then --config FILE, then key=value "
                     "overrides (e.g. lr=0.001 augment.rotation=15 model=vgg_fer). Writes best.pt, last.pt, "
-                    "metrics.jsonl and curves.png to --out. Shipped configs: configs/paper.yaml, "
-                    "configs/tuned.yaml, configs/cpu.yaml. Multi-GPU: torchrun --nproc_per_node=N -m ferkit.cli train ...",
+                    "metrics.jsonl and curves.png to --out. Shipped configs (by name): "
+                    "paper, tuned, cpu. Multi-GPU: torchrun --nproc_per_node=N -m ferkit.cli train ...",
         epilog="Fields: see ferkit.config.TrainConfig (ferkit train --show-config prints them all).")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. epochs=30")
-    p.add_argument("-c", "--config", help="YAML config file")
+    p.add_argument("-c", "--config", help="YAML config file, or a shipped config name: paper, tuned, cpu")
     p.add_argument("--data", help="dataset path (FER2013 CSV or folders); same as data=PATH")
     p.add_argument("-o", "--out", help="run folder; same as out=DIR")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
