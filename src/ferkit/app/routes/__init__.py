@@ -1,0 +1,1 @@
+"""The app's routers: ``api`` (predict, health) and ``live`` (camera frames over a WebSocket)."""

@@ -1,0 +1,53 @@
+"""``/api/live``: the page's camera frames (JPEG bytes) in, smoothed faces (JSON) out, one frame at a time.
+
+Each connection has its own tracker, so the probabilities of each face are averaged over time. A bad frame
+gets ``{"error": ...}`` and the connection stays open.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
+
+from ferkit.app.deps import AppSettings, Recognizer, analyzer_for
+from ferkit.app.routes.api import analyze_bytes, looks_like_image
+from ferkit.errors import FerkitError
+from ferkit.inference.smoothing import FaceSmoother
+
+router = APIRouter(prefix="/api")
+
+
+def live_available() -> bool:
+    """uvicorn needs 'websockets' or 'wsproto' to speak WebSocket."""
+    return any(importlib.util.find_spec(m) is not None for m in ("websockets", "wsproto"))
+
+
+@router.websocket("/live")
+async def live(websocket: WebSocket, recognizer: Recognizer, settings: AppSettings) -> None:
+    await websocket.accept()
+    analyzer = analyzer_for(websocket, recognizer, live=True)
+    smoother = FaceSmoother(alpha=settings.smooth)
+    try:
+        while True:
+            msg = await websocket.receive()
+            if msg["type"] == "websocket.disconnect":
+                break
+            data = msg.get("bytes")
+            if data is None:
+                if (msg.get("text") or "").strip() == "reset":
+                    smoother.reset()
+                    await websocket.send_json({"reset": True})
+                else:
+                    await websocket.send_json({"error": "send JPEG/PNG frames as binary messages"})
+                continue
+            if len(data) > settings.max_upload_bytes or not looks_like_image(data):
+                await websocket.send_json({"error": "frame too large or not an image"})
+                continue
+            try:
+                out = await run_in_threadpool(analyze_bytes, analyzer, data, "frame", smoother)
+            except FerkitError as e:
+                out = {"error": str(e)}
+            await websocket.send_json(out)
+    except WebSocketDisconnect:
+        pass

@@ -1,0 +1,164 @@
+"""The web app: ``create_app(settings)`` builds it; the model is loaded once at start-up (lifespan).
+
+One page (``/``, static files served from the package, no CDN), the JSON API under ``/api``
+(``POST /api/predict``, ``GET /api/health``, WebSocket ``/api/live``) and the OpenAPI docs at ``/docs``.
+Errors become a status and ``{"detail": message}``; no traceback ever reaches the client.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.requests import Request
+
+from ferkit import __version__
+from ferkit.errors import FerkitError, InputError
+from ferkit.inference.faces import DEFAULT_MARGIN
+
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("ferkit.app")
+
+
+@dataclass
+class Settings:
+    """What ``ferkit serve`` configures. ``detect_size``: longer side uploads are shrunk to for detection;
+    ``live_detect_size``: the same for camera frames (smaller: faster)."""
+
+    model: str | None = None
+    backend: str = "auto"
+    tta: str = "center"
+    threads: int | None = None
+    detector: str = "haar"
+    yunet_model: str | None = None
+    margin: float = DEFAULT_MARGIN
+    detect_size: int = 640
+    live_detect_size: int = 320
+    smooth: float = 0.4
+    max_upload_mb: float = 10.0
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+class BodyLimit:
+    """Pure ASGI middleware: request bodies to ``/api/`` over ``limit`` bytes get 413 before any parsing.
+
+    Trusts neither Content-Length nor its absence: the body is counted as it arrives.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/") or scope["method"] in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._reject(send)
+        chunks, total, more = [], 0, True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body = msg.get("body", b"")
+            total += len(body)
+            if total > self.limit:
+                return await self._reject(send)
+            chunks.append(body)
+            more = msg.get("more_body", False)
+        body, sent = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send: Any) -> None:
+        mb = self.limit / (1024 * 1024)
+        payload = json.dumps({"detail": f"upload too large: the limit is {mb:g} MB"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def create_app(settings: Settings | None = None, recognizer: Any = None) -> FastAPI:
+    """The app. ``recognizer``: an already loaded engine (``ferkit serve`` loads it first to fail early);
+    otherwise it is loaded from ``settings.model`` at start-up."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from ferkit.app.deps import PerThreadDetector
+        from ferkit.inference.faces import create_detector
+
+        rec = recognizer
+        if rec is None:
+            from ferkit import Recognizer
+
+            rec = Recognizer.load(settings.model, backend=settings.backend, threads=settings.threads, tta=settings.tta)
+        app.state.recognizer = rec
+        app.state.detector = PerThreadDetector(
+            lambda: create_detector(settings.detector, settings.yunet_model, max_side=settings.detect_size or None))
+        app.state.live_detector = PerThreadDetector(
+            lambda: create_detector(settings.detector, settings.yunet_model, max_side=settings.live_detect_size or None))
+        yield
+
+    app = FastAPI(title="ferkit", version=__version__, lifespan=lifespan,
+                  description="Find faces in an image and read their expressions (Angry, Disgust, Fear, Happy, Sad, "
+                              "Surprise, Neutral).")
+    app.state.settings = settings
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+
+    @app.exception_handler(InputError)
+    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(FerkitError)
+    async def _ferkit_error(request: Request, exc: FerkitError) -> JSONResponse:
+        log.error("request failed: %s", exc)
+        return JSONResponse({"detail": str(exc)}, status_code=500)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+        return JSONResponse({"detail": "bad request: " + "; ".join(parts)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)  # the traceback stays in the server log
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    from ferkit.app.routes import api, live
+
+    app.include_router(api.router)
+    app.include_router(live.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> None:
+        raise HTTPException(404)
+
+    return app
