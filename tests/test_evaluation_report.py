@@ -117,6 +117,10 @@ def test_no_dedup_for_training_all_or_when_disabled(planted, monkeypatch):
     # A dataset with no Training split (e.g. only a test folder): no twin set either.
     only_test = planted.subset(planted.splits == "PrivateTest")
     assert list(evaluate_dataset(scorer, only_test, "PrivateTest", "center")["sets"]) == ["PrivateTest"]
+    # Every row a duplicate: nothing left to score, so no (empty) twin set, but the count is kept.
+    monkeypatch.setattr(evaluate_mod, "duplicate_mask", lambda ds, split: np.ones(len(only_test), dtype=bool))
+    res = evaluate_dataset(scorer, planted, "PrivateTest", "center")
+    assert list(res["sets"]) == ["PrivateTest"] and res["dedup"]["duplicates"] == len(only_test)
     with pytest.raises(DataError, match="'all' for every row"):
         evaluate_dataset(scorer, planted, "PublicTest", tta="center")
 
@@ -188,6 +192,10 @@ def test_cli_evaluate_writes_report(cli, tiny_ckpt, fer_csv, tmp_path, capsys):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["tta"] == "mirror" and saved["split"] == "PrivateTest"
     assert saved["sets"]["PrivateTest"]["n"] == 42  # 6 per class in the fixture
+    # The fixture's splits share no image: no twin set repeating the first, but the count is reported.
+    assert list(saved["sets"]) == ["PrivateTest"]
+    assert saved["dedup"] == {"reference": "Training", "duplicates": 0, "of": 42}
+    assert "0 of 42 images also occur in Training" in stdout
     assert saved["command"][:3] == ["ferkit", "evaluate", str(tiny_ckpt)]
     assert saved["model"]["model"] == "vgg_fer_w16"
     assert (out / "report.md").read_text().startswith("# ferkit evaluation")

@@ -48,7 +48,8 @@ def evaluate_dataset(scorer: Scorer, dataset: FaceDataset, split: str = "Private
     """Metrics of ``scorer`` (and of each member) on ``split``, plus its de-duplicated subset.
 
     The de-duplicated set is computed when ``dedup`` is on, the split is neither Training nor "all",
-    and the dataset has a Training split; it reuses the predictions (no second pass).
+    the dataset has a Training split and some (not all) rows of the split occur in it; ``dedup`` in the
+    result then says how many. It reuses the predictions (no second pass).
     """
     check_tta(tta)
     rows = select(dataset, split)
@@ -59,7 +60,7 @@ def evaluate_dataset(scorer: Scorer, dataset: FaceDataset, split: str = "Private
     if dedup and split not in (ALL, REFERENCE) and REFERENCE in dataset.split_names():
         dup = duplicate_mask(dataset, split)
         info = {"reference": REFERENCE, "duplicates": int(dup.sum()), "of": len(rows)}
-        if (~dup).any():
+        if dup.any() and not dup.all():  # no duplicates: the twin set would only repeat the first
             subsets[dedup_name(split)] = ~dup
 
     def metrics_of(p: np.ndarray) -> dict[str, Any]:

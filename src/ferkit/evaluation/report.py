@@ -98,8 +98,9 @@ def plot_confusion(metrics: dict[str, Any], path: str | Path, title: str = "") -
     fig = Figure(figsize=(13, 5.6), layout="constrained")
     FigureCanvasAgg(fig)  # the Agg canvas, without touching pyplot's global backend
     axes = fig.subplots(1, 2)
-    for ax, mat, sub, fmt in [(axes[0], counts, "counts", "d"), (axes[1], norm, "row-normalised (recall)", ".2f")]:
-        im = ax.imshow(mat, cmap="Blues", vmin=0)
+    panels = [(axes[0], counts, "counts", "d", None), (axes[1], norm, "row-normalised (recall)", ".2f", 1.0)]
+    for ax, mat, sub, fmt, vmax in panels:
+        im = ax.imshow(mat, cmap="Blues", vmin=0, vmax=vmax)
         ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
         ax.set_yticks(range(len(classes)), classes)
         ax.set_xlabel("predicted")
