@@ -3,9 +3,10 @@
 
 Extending ``load_scorer``: a file is dispatched on its suffix (``register_suffix``); torch files
 (``.pt``/``.pth``/``.ckpt``, or any zip-format torch file) are opened once, safely, and dispatched on
-their ``format`` tag (``register_torch_format``). E.g. an ensemble module calls
-``register_torch_format("ferkit-ensemble", EnsembleScorer.from_dict)`` and an ONNX one
-``register_suffix(".onnx", OnnxScorer.from_path)``; ``ensure_loaders`` imports those modules.
+their ``format`` tag (``register_torch_format``). E.g. ``ferkit.models.ensemble`` calls
+``register_torch_format("ferkit-ensemble", EnsembleScorer.from_dict)`` and ``ferkit.inference.export``
+``register_suffix(".onnx", OnnxScorer.from_path)``; ``ensure_loaders`` imports the modules in
+``LOADER_MODULES`` when a file is not a plain checkpoint.
 """
 from __future__ import annotations
 
@@ -168,7 +169,8 @@ TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
 _SUFFIX_LOADERS: dict[str, FileLoader] = {}
 _TORCH_FORMATS: dict[str, TorchFormatLoader] = {CHECKPOINT_FORMAT: CheckpointScorer.from_dict}
 # Modules that register further loaders when imported (ensembles, ONNX); missing ones are skipped.
-LOADER_MODULES = ["ferkit.models.ensemble", "ferkit.inference"]
+# They are imported only for a file a built-in loader does not know, so a checkpoint loads without them.
+LOADER_MODULES = ["ferkit.models.ensemble", "ferkit.inference.export"]
 
 
 def register_suffix(suffix: str, loader: FileLoader) -> None:
@@ -182,6 +184,7 @@ def register_torch_format(fmt: str, loader: TorchFormatLoader) -> None:
 
 
 def ensure_loaders() -> None:
+    """Import the plug-in loader modules (idempotent)."""
     for mod in LOADER_MODULES:
         try:
             importlib.import_module(mod)
@@ -203,6 +206,8 @@ def _load_torch_file(path: Path, batch_size: int, device: str | torch.device) ->
                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
     fmt = obj.get("format") if isinstance(obj, dict) else None
     if fmt not in _TORCH_FORMATS:
+        ensure_loaders()
+    if fmt not in _TORCH_FORMATS:
         known = ", ".join(sorted(_TORCH_FORMATS))
         raise ModelError(f"{path} is a torch file but not a ferkit model (format {fmt!r}; known: {known})")
     return _TORCH_FORMATS[fmt](obj, path=path, batch_size=batch_size, device=device)
@@ -216,8 +221,9 @@ def load_scorer(path: str | Path, batch_size: int = 256, device: str | torch.dev
     if not p.is_file():
         raise ModelError(f"not a model file: {p}")
     device = check_device(device)
-    ensure_loaders()
     suffix = p.suffix.lower()
+    if suffix not in TORCH_SUFFIXES:
+        ensure_loaders()
     if suffix in _SUFFIX_LOADERS:
         return _SUFFIX_LOADERS[suffix](p, batch_size=batch_size, device=device)
     if suffix in TORCH_SUFFIXES or _is_torch_zip(p):
