@@ -115,3 +115,28 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 15) -> Path:
             f.write(b"FRAME\n")
             f.write(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420).tobytes())
     return path
+
+
+def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    """An untrained quarter-width VGG checkpoint (fast; its labels are arbitrary but well-formed)."""
+    import torch
+
+    from ferkit.models import ModelMeta, create_model
+    from ferkit.training.checkpoint import atomic_save, make_checkpoint
+
+    torch.manual_seed(seed)
+    atomic_save(make_checkpoint(create_model("vgg_fer_w16"), ModelMeta(name="vgg_fer_w16", args={})), path)
+    return path
+
+
+def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb's calling card)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * (width + 1) * 4)  # a few rows; the header is what matters
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -35,7 +35,7 @@ class Settings:
 
     model: str | None = None
     backend: str = "auto"
-    tta: str = "center"
+    tta: str | None = None
     threads: int | None = None
     detector: str = "haar"
     yunet_model: str | None = None

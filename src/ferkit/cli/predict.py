@@ -27,7 +27,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=None,
                    help="checkpoint (.pt), ensemble or .onnx file (default: the bundled model)")
     g.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"], help="inference engine")
-    g.add_argument("--tta", default="center", choices=["center", "mirror", "ten_crop"], help="test-time crops")
+    g.add_argument("--tta", default=None, choices=["center", "mirror", "ten_crop"],
+                   help="test-time crops (default: the model's own; an .onnx file has its crops built in)")
     g.add_argument("--threads", type=int, default=None, help="engine threads (default: the engine's choice)")
     g.add_argument("--detector", default="haar", choices=list(DETECTORS),
                    help="face detector: haar (built in) or yunet (needs --yunet-model)")

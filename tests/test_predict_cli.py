@@ -1,0 +1,107 @@
+"""``ferkit predict`` on images, folders (recursive) and a short generated video."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import cv2
+import pytest
+from media import background, encode, moving_frames, scene, tiny_checkpoint, write_video
+
+from ferkit.cli import main
+from ferkit.labels import CLASSES
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+def _png(path, rgb):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), rgb[..., ::-1])
+    return path
+
+
+def _run(capsys, *argv):
+    code = main(["predict", *map(str, argv), "--no-progress"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_image_json_lines(tmp_path, capsys, ckpt):
+    img = _png(tmp_path / "two.png", scene(2)[0])
+    code, out, err = _run(capsys, img, "--model", ckpt)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 2 and [r["face"] for r in rows] == [0, 1]
+    assert rows[0]["box"][0] < rows[1]["box"][0]
+    for r in rows:
+        assert r["source"] == str(img) and "frame" not in r
+        assert list(r["probs"]) == list(CLASSES)
+        assert sum(r["probs"].values()) == pytest.approx(1, abs=1e-4)
+        assert r["label"] == max(r["probs"], key=r["probs"].get) and r["score"] == max(r["probs"].values())
+    assert "2 face(s) in 1 image(s)" in err
+
+
+def test_folder_recursive_csv_and_annotate(tmp_path, capsys, ckpt):
+    root = tmp_path / "photos"
+    _png(root / "a" / "one.png", scene(1, seed=1)[0])
+    (root / "b").mkdir(parents=True)
+    (root / "b" / "four.jpg").write_bytes(encode(scene(4, seed=2)[0]))
+    _png(root / "b" / "c" / "empty.png", background(seed=5))
+    (root / "notes.txt").write_text("not an image, ignored")
+    out_csv = tmp_path / "out.csv"
+    code, _, err = _run(capsys, root, "--model", ckpt, "--format", "csv", "-o", out_csv, "--annotate", tmp_path / "ann")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
+    assert list(rows[0]) == ["source", "frame", "time", "face", "x", "y", "w", "h", "label", "score", *CLASSES]
+    by_source = {}
+    for r in rows:
+        by_source.setdefault(r["source"], []).append(r)
+    assert {k.split("photos/")[1]: len(v) for k, v in by_source.items()} == {"a/one.png": 1, "b/four.jpg": 4}
+    assert all(sum(float(r[c]) for c in CLASSES) == pytest.approx(1, abs=1e-4) for r in rows)
+    for rel in ["a/one.png", "b/four.jpg", "b/c/empty.png"]:
+        assert (tmp_path / "ann" / rel).is_file()
+    assert "5 face(s) in 3 image(s)" in err
+
+
+def test_face_crops_skip_detection(tmp_path, capsys, ckpt):
+    crop = _png(tmp_path / "face.png", background(48, 48))  # no detectable face, still classified as one
+    code, out, _ = _run(capsys, crop, "--model", ckpt, "--face-crops")
+    assert code == 0
+    (row,) = [json.loads(line) for line in out.splitlines()]
+    assert row["box"] == [0, 0, 48, 48]
+
+
+def test_video_rows_tracks_every_and_annotated_video(tmp_path, capsys, ckpt):
+    clip = write_video(tmp_path / "clip.avi", moving_frames(12), fps=12)
+    code, out, err = _run(capsys, clip, "--model", ckpt, "--every", "2", "--annotate", tmp_path / "ann")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["frame"] for r in rows] == [0, 2, 4, 6, 8, 10]
+    assert rows[1]["time"] == pytest.approx(2 / 12, abs=1e-3)
+    assert {r["track"] for r in rows} == {1}  # one face, followed across frames
+    cap = cv2.VideoCapture(str(tmp_path / "ann" / "clip.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 12  # every frame written, boxes held between analysed frames
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys, ckpt):
+    code, _, err = _run(capsys, tmp_path / "missing.png", "--model", ckpt)
+    assert code == 5 and "input not found" in err and "Traceback" not in err
+    folder = tmp_path / "mixed"
+    _png(folder / "ok.png", scene(1)[0])
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff broken")
+    code, out, err = _run(capsys, folder, "--model", ckpt)
+    assert code != 0 and "skipped" in err and "broken.jpg" in err
+    assert len(out.splitlines()) == 1  # the good image was still processed
+    code, _, err = _run(capsys, folder / "ok.png", "--model", ckpt, "--every", "0")
+    assert code == 5
+    code, _, err = _run(capsys, folder / "ok.png", "--model", tmp_path / "nope.pt")
+    assert code == 4 and "not found" in err
+    code, _, err = _run(capsys, folder / "ok.png", "--model", ckpt, "--detector", "yunet")
+    assert code == 4 and "--yunet-model" in err
