@@ -150,7 +150,8 @@ def test_report_files(planted, monkeypatch, tmp_path):
     assert "| member b: PrivateTest |" in md and "| member a: " + dedup_name("PrivateTest") + " |" in md
     assert "| class | precision | recall | F1 | support |" in md
     assert all(f"| {c} |" in md for c in CLASSES)
-    assert f"{N_DUP} of" in md and "`ferkit evaluate pair.pt`" in md
+    assert f"{N_DUP} of {result['dedup']['of']} images of PrivateTest also occur in Training; the set" in md
+    assert "`ferkit evaluate pair.pt`" in md
     png = paths["confusion"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
@@ -195,7 +196,7 @@ def test_cli_evaluate_writes_report(cli, tiny_ckpt, fer_csv, tmp_path, capsys):
     # The fixture's splits share no image: no twin set repeating the first, but the count is reported.
     assert list(saved["sets"]) == ["PrivateTest"]
     assert saved["dedup"] == {"reference": "Training", "duplicates": 0, "of": 42}
-    assert "0 of 42 images also occur in Training" in stdout
+    assert "0 of 42 images of PrivateTest also occur in Training\n" in stdout
     assert saved["command"][:3] == ["ferkit", "evaluate", str(tiny_ckpt)]
     assert saved["model"]["model"] == "vgg_fer_w16"
     assert (out / "report.md").read_text().startswith("# ferkit evaluation")

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ferkit.evaluation.evaluate import evaluate
-    from ferkit.evaluation.report import format_table
+    from ferkit.evaluation.report import dedup_sentence, format_table
 
     # The fully resolved equivalent command (whatever way it was invoked), for the report.
     command = ["ferkit", "evaluate", args.model, "--data", args.data, "--split", args.split, "--tta", args.tta,
@@ -54,10 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        dedup = result.get("dedup")
         print(f"{result['model']['name']} on {result['split']} of {result['data_path']} (tta {result['tta']})")
-        if dedup:
-            print(f"{dedup['duplicates']} of {dedup['of']} images also occur in {dedup['reference']}")
+        if result.get("dedup"):
+            print(dedup_sentence(result))
         print(format_table(result))
     if args.out:
         print(f"wrote {', '.join(result['files'].values())}", file=sys.stderr)

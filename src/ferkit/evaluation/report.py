@@ -30,6 +30,17 @@ def _fmt(value: Any, kind: str) -> str:
     return f"{value:.4f}"
 
 
+def dedup_sentence(result: dict[str, Any]) -> str:
+    """How many images of the split also occur in Training, and what was done about it."""
+    d = result["dedup"]
+    text = f"{d['duplicates']} of {d['of']} images of {result['split']} also occur in {d['reference']}"
+    if d["duplicates"] == 0:
+        return text
+    if d["duplicates"] == d["of"]:
+        return text + " (no set without them is left to report)"
+    return text + "; the set without them is reported separately"
+
+
 def summary_rows(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(label, metrics) per table row: the scorer's sets first, then each member's."""
     rows = [(name, m) for name, m in result["sets"].items()]
@@ -64,10 +75,8 @@ def render_markdown(result: dict[str, Any]) -> str:
                  + f", temperature {model.get('temperature', 1.0):.3f})")
     lines.append(f"- data: `{result.get('data_path')}`, split {result.get('split')}, "
                  f"test-time crops: {result.get('tta')}")
-    dedup = result.get("dedup")
-    if dedup:
-        lines.append(f"- {dedup['duplicates']} of {dedup['of']} images of {result.get('split')} also occur in "
-                     f"{dedup['reference']}; the set without them is reported separately")
+    if result.get("dedup"):
+        lines.append(f"- {dedup_sentence(result)}")
     if result.get("command"):
         lines.append(f"- command: `{' '.join(result['command'])}`")
     if result.get("created"):
