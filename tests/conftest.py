@@ -7,6 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Keep the tests' dataset cache out of the user's ~/.cache (subprocesses inherit it)."""
+    import os
+
+    if "FERKIT_CACHE_DIR" not in os.environ:
+        os.environ["FERKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("ferkit-cache"))
+    yield
+
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FOLDER_NAMES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
