@@ -32,26 +32,23 @@ _SPLIT_BY_LOWER = {s.lower(): s for s in SPLITS}
 
 def _pixels_fast(fields: list[bytes]) -> np.ndarray | None:
     """Parse rows of space-separated 0..255 integers, vectorised; None if any row is not exactly valid."""
-    buf = np.frombuffer(b" " + b" ".join(fields) + b" ", np.uint8)
-    digit = (buf >= 48) & (buf <= 57)
+    buf = np.frombuffer(b" " + b" ".join(fields) + b"   ", np.uint8)  # spaces: no token touches an end
+    d = buf - np.uint8(48)  # a digit's value; everything else wraps to >= 10
+    digit = d < 10
     if not (digit | (buf == 32) | (buf == 9)).all():
         return None
     edges = np.diff(digit.view(np.int8))
     starts = np.flatnonzero(edges == 1) + 1
-    ends = np.flatnonzero(edges == -1) + 1
-    lengths = ends - starts
+    lengths = np.flatnonzero(edges == -1) + 1 - starts
     if len(starts) != len(fields) * PIXELS or lengths.max(initial=1) > 3:
         return None
     # Tokens per row: every row must hold exactly PIXELS of them.
     row_starts = np.cumsum([0] + [len(f) + 1 for f in fields[:-1]])
     if (np.diff(np.searchsorted(starts, np.append(row_starts, len(buf)))) != PIXELS).any():
         return None
-    d = buf.astype(np.int16) - 48
-    values = d[starts]
-    two = lengths >= 2
-    values[two] = values[two] * 10 + d[starts[two] + 1]
-    three = lengths == 3
-    values[three] = values[three] * 10 + d[starts[three] + 2]
+    values = d[starts].astype(np.int16)
+    values = np.where(lengths >= 2, values * 10 + d[starts + 1], values)
+    values = np.where(lengths == 3, values * 10 + d[starts + 2], values)
     if values.max(initial=0) > 255:
         return None
     return values.astype(np.uint8).reshape(len(fields), 48, 48)

@@ -37,7 +37,7 @@ SPLIT_DIRS = {
     "test": "PrivateTest", "privatetest": "PrivateTest",
 }
 IGNORED_FILES = {"thumbs.db", "desktop.ini"}
-SKIP_HINT = " (pass skip_bad=True / --skip-bad to skip such files and count them)"
+SKIP_HINT = " (pass skip_bad=True / --skip-bad to skip bad files and rows and count them)"
 _NATURAL = re.compile(r"(\d+)")
 
 
@@ -84,11 +84,6 @@ def _files(path: str) -> list[str]:
 def split_dirs(root: str | Path) -> dict[str, str]:
     """The split-level folders of ``root``: folder name -> split name (empty if there is no split level)."""
     return {e.name: SPLIT_DIRS[e.name.lower()] for e in _subdirs(Path(root)) if e.name.lower() in SPLIT_DIRS}
-
-
-def detect_layout(root: str | Path) -> str:
-    """``"split folders"`` (root/<split>/<class>/...) or ``"class folders"`` (root/<class>/...)."""
-    return "split folders" if split_dirs(root) else "class folders"
 
 
 def read_face(path: str | Path) -> np.ndarray:
