@@ -1,0 +1,85 @@
+"""An exported ferkit ONNX file run by ONNX Runtime on the CPU, without importing torch.
+
+Everything needed comes from the file's metadata (written by ``ferkit.inference.export``): the class
+names, the input type (uint8 or float), the test-time crops built into the graph, the source.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferkit.errors import InputError, ModelError
+
+ONNX_FORMAT = "ferkit-onnx"  # the same tag export.py writes
+
+
+def make_session(model: bytes | str | Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session, all graph optimisations on, ``threads`` intra-op threads (None: all cores)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.inter_op_num_threads = 1
+    if threads is not None:
+        if int(threads) < 0:
+            raise ModelError(f"threads must be >= 0 (0 = all cores), got {threads}")
+        so.intra_op_num_threads = int(threads)
+    so.log_severity_level = 3  # errors only
+    if isinstance(model, (bytes, bytearray)):
+        src: bytes | str = bytes(model)
+    else:
+        p = Path(model)
+        if not p.is_file():
+            raise ModelError(f"ONNX file not found: {p}")
+        src = str(p)
+    try:
+        return ort.InferenceSession(src, sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for unreadable files
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"ONNX Runtime cannot load the model ({first})") from None
+
+
+class OnnxModel:
+    """A ferkit ONNX graph: uint8 faces (N, 48, 48) in, probabilities (N, 7) float32 out."""
+
+    def __init__(self, model: bytes | str | Path, threads: int | None = None, name: str | None = None) -> None:
+        self.session = make_session(model, threads)
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        if self.metadata.get("ferkit.format") != ONNX_FORMAT:
+            raise ModelError("this ONNX model has no ferkit metadata; export it with `ferkit export`")
+        self.path = None if isinstance(model, (bytes, bytearray)) else Path(model)
+        self.classes: list[str] = json.loads(self.metadata["classes"])
+        self.tta = self.metadata.get("tta", "center")
+        self.precision = self.metadata.get("precision", "fp32")
+        shape = json.loads(self.metadata.get("input_shape", '["N", 48, 48]'))
+        self.image_size = int(shape[-1])
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_dtype = np.uint8 if "uint8" in inp.type else np.float32
+        self.name = name or self.metadata.get("name") or (self.path.stem if self.path else "onnx")
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities for one batch of (N, S, S) faces, uint8 or [0,255] float."""
+        images = np.asarray(images)
+        s = self.image_size
+        if images.ndim != 3 or images.shape[1:] != (s, s):
+            raise InputError(f"expected faces (N, {s}, {s}), got an array of shape {images.shape}")
+        x = np.ascontiguousarray(images, dtype=self.input_dtype)
+        return self.session.run(None, {self.input_name: x})[0].astype(np.float32, copy=False)
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        images = np.asarray(images)
+        if len(images) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return np.concatenate([self(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+    def describe(self) -> dict[str, Any]:
+        members = json.loads(self.metadata.get("members", "[]"))
+        return {"name": self.name, "kind": "onnx", "path": str(self.path) if self.path else None,
+                "tta": self.tta, "input": self.metadata.get("input"), "precision": self.precision,
+                "source": self.metadata.get("source"), "combine": self.metadata.get("combine"),
+                "members": [m.get("name") for m in members]}

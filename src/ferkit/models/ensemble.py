@@ -1,0 +1,327 @@
+"""Ensembles: several checkpoints embedded in one file and combined into one probability vector.
+
+The file is a single ``torch.save`` dict of plain tensors, lists and dicts (loadable with
+``weights_only=True``)::
+
+    {"format": "ferkit-ensemble", "version": 1, "combine": "prob" | "logit" | "learned",
+     "weights": [w_1, ..., w_M], "temperature": 1.0, "classes": [...],
+     "members": [{"name": "ros", "source": "runs/ros/best.pt", "meta": {...}, "model": {state dict}}, ...]}
+
+Each member keeps its own ``ModelMeta`` (normalisation, crop size, temperature), so members of
+different sizes mix freely. Combination, with ``l_i`` member i's crop-averaged logits divided by its
+own temperature:
+
+- ``prob`` (the study's choice): the mean of the members' softmax probabilities;
+- ``logit``: the softmax of the mean of the members' logits;
+- ``learned``: a weighted mean of the members' probabilities, weights on the simplex fitted by
+  minimising the log-loss on the validation split (PublicTest; never PrivateTest).
+
+A single checkpoint is an ensemble of one (``Ensemble.from_checkpoint``): export and inference have
+one code path for both.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ferkit.errors import ModelError
+from ferkit.evaluation.predict import (
+    CheckpointScorer,
+    Scorer,
+    check_images,
+    check_tta,
+    file_label,
+    register_torch_format,
+)
+from ferkit.labels import CLASSES
+from ferkit.models.registry import ModelMeta
+from ferkit.models.transforms import forward_tta
+from ferkit.training.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from ferkit.training.checkpoint import atomic_save, meta_from_checkpoint, model_from_checkpoint
+
+FORMAT = "ferkit-ensemble"
+COMBINE_MODES = ("prob", "logit", "learned")
+
+
+class Ensemble(nn.Module):
+    """Members (eval-mode models with their metas) combined into probabilities; see the module doc."""
+
+    def __init__(self, members: Sequence[nn.Module], metas: Sequence[ModelMeta], combine: str = "prob",
+                 weights: Sequence[float] | None = None, temperature: float = 1.0,
+                 names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if not members or len(members) != len(metas):
+            raise ModelError("an ensemble needs at least one member, each with its metadata")
+        if combine not in COMBINE_MODES:
+            raise ModelError(f"unknown combination {combine!r}; use one of {', '.join(COMBINE_MODES)}")
+        classes = list(metas[0].classes)
+        for m in metas:
+            if list(m.classes) != classes:
+                raise ModelError(f"members disagree on the classes: {classes} vs {list(m.classes)}")
+            if m.image_size != metas[0].image_size:
+                raise ModelError("members expect different image sizes "
+                                 f"({metas[0].image_size} vs {m.image_size})")
+        if weights is None:
+            weights = [1.0 / len(members)] * len(members)
+        if len(weights) != len(members) or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ModelError(f"ensemble weights must be {len(members)} non-negative numbers, got {list(weights)}")
+        if not temperature > 0:
+            raise ModelError(f"ensemble temperature must be positive, got {temperature}")
+        self.members = nn.ModuleList(members)
+        self.metas = list(metas)
+        self.combine = combine
+        self.register_buffer("weights", torch.tensor([float(w) for w in weights]) / float(sum(weights)))
+        self.temperature = float(temperature)
+        self.names = list(names) if names is not None else [m.name for m in metas]
+        self.classes = classes
+        self.image_size = metas[0].image_size
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any] | str | Path, device: str | torch.device = "cpu") -> Ensemble:
+        model, meta = model_from_checkpoint(ckpt, device=device)
+        name = file_label(Path(ckpt)) if not isinstance(ckpt, dict) else meta.name
+        return cls([model], [meta], names=[name]).to(device).eval()
+
+    def member_logits(self, images: torch.Tensor, tta: str = "center") -> torch.Tensor:
+        """(M, B, C): each member's crop-averaged logits divided by its own temperature."""
+        return torch.stack([forward_tta(m, images, meta, tta) / meta.temperature
+                            for m, meta in zip(self.members, self.metas)])
+
+    def combine_logits(self, member_logits: torch.Tensor) -> torch.Tensor:
+        """(M, B, C) member logits -> (B, C) combined probabilities."""
+        if self.combine == "logit":
+            z = member_logits.mean(dim=0)
+            return torch.softmax(z / self.temperature if self.temperature != 1.0 else z, dim=-1)
+        probs = torch.softmax(member_logits, dim=-1)
+        if self.combine == "prob":
+            p = probs.mean(dim=0)
+        else:
+            p = (probs * self.weights.to(probs.dtype).view(-1, 1, 1)).sum(dim=0)
+        if self.temperature != 1.0:
+            p = torch.softmax(torch.log(p.clamp_min(1e-12)) / self.temperature, dim=-1)
+        return p
+
+    def predict_proba(self, images: torch.Tensor, tta: str = "center") -> torch.Tensor:
+        """uint8 or [0,255] float (B, [1,] H, W) -> combined probabilities (B, C)."""
+        return self.combine_logits(self.member_logits(images, tta))
+
+    def forward(self, images: torch.Tensor, tta: str = "center") -> torch.Tensor:
+        return self.predict_proba(images, tta)
+
+    def describe(self) -> str:
+        ws = ", ".join(f"{n} {w:.3f}" for n, w in zip(self.names, self.weights.tolist()))
+        return f"{len(self.members)}-member ensemble, combine={self.combine}, weights: {ws}"
+
+
+def fit_weights(member_probs: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> torch.Tensor:
+    """Simplex weights minimising the log-loss of sum_i w_i p_i on held-out data.
+
+    ``member_probs`` (M, N, C), ``labels`` (N,). The objective is convex in w; a softmax
+    parametrisation keeps w on the simplex and LBFGS converges in a few dozen steps.
+    """
+    m = member_probs.shape[0]
+    p_true = member_probs.double()[:, torch.arange(len(labels)), labels]  # (M, N)
+    a = torch.zeros(m, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([a], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        w = torch.softmax(a, dim=0)
+        loss = -torch.log((w[:, None] * p_true).sum(0).clamp_min(1e-12)).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return torch.softmax(a.detach(), dim=0).float()
+
+
+def _member_entry(path: str | Path) -> dict[str, Any]:
+    ckpt = _read(path)
+    if ckpt.get("format") == FORMAT:
+        raise ModelError(f"{path} is an ensemble; members must be single-model checkpoints")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path} is not a ferkit checkpoint")
+    meta = meta_from_checkpoint(ckpt)
+    # Keep only what predicting needs: no optimizer, scaler or RNG state.
+    return {"name": file_label(Path(path)), "source": str(path), "meta": dataclasses.asdict(meta),
+            "model": {k: v.detach().to("cpu") for k, v in ckpt["model"].items()}}
+
+
+def build_ensemble(members: Sequence[str | Path], combine: str = "prob",
+                   weights: Sequence[float] | None = None, temperature: float = 1.0) -> dict[str, Any]:
+    """The ensemble dict for the given member checkpoints (weights: uniform unless given)."""
+    if combine not in COMBINE_MODES:
+        raise ModelError(f"unknown combination {combine!r}; use one of {', '.join(COMBINE_MODES)}")
+    if not members:
+        raise ModelError("an ensemble needs at least one --member checkpoint")
+    entries = [_member_entry(p) for p in members]
+    names = [e["name"] for e in entries]
+    for i, e in enumerate(entries):  # make names unique: ros, ros#2, ...
+        if names[:i].count(e["name"]):
+            e["name"] = f"{e['name']}#{names[:i].count(e['name']) + 1}"
+    n = len(entries)
+    ens = {"format": FORMAT, "version": 1, "combine": combine,
+           "weights": [1.0 / n] * n if weights is None else [float(w) for w in weights],
+           "temperature": float(temperature), "classes": list(entries[0]["meta"].get("classes", CLASSES)),
+           "members": entries}
+    ensemble_from_dict(ens)  # validate now (shapes, classes), not at first use
+    return ens
+
+
+def save_ensemble(ens: dict[str, Any], path: str | Path) -> None:
+    atomic_save(ens, path)
+
+
+def _read(path: str | Path) -> dict[str, Any]:
+    """torch.load with weights_only=True; ModelError unless it is a dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"model file not found: {p}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch.load fails with many unrelated types on non-torch files
+        raise ModelError(f"{p} is not a readable ferkit model ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise ModelError(f"{p} is not a ferkit model file")
+    return obj
+
+
+def load_ensemble_dict(path: str | Path) -> dict[str, Any]:
+    ens = _read(path)
+    if ens.get("format") != FORMAT:
+        raise ModelError(f"{path} is not a ferkit ensemble")
+    return ens
+
+
+def ensemble_from_dict(ens: dict[str, Any], device: str | torch.device = "cpu") -> Ensemble:
+    models, metas, names = [], [], []
+    for i, e in enumerate(ens.get("members", [])):
+        try:
+            model, meta = model_from_checkpoint({"format": CHECKPOINT_FORMAT, "meta": e["meta"],
+                                                 "model": e["model"]}, device=device)
+        except KeyError as k:
+            raise ModelError(f"ensemble member {i} lacks {k}") from None
+        models.append(model)
+        metas.append(meta)
+        names.append(e.get("name", meta.name))
+    return Ensemble(models, metas, combine=ens.get("combine", "prob"), weights=ens.get("weights"),
+                    temperature=ens.get("temperature", 1.0), names=names).to(device).eval()
+
+
+def load_ensemble(path: str | Path, device: str | torch.device = "cpu") -> Ensemble:
+    """Load an ensemble file into an eval-mode ``Ensemble``."""
+    return ensemble_from_dict(load_ensemble_dict(path), device=device)
+
+
+def is_ensemble_file(path: str | Path) -> bool:
+    """True when ``path`` is a ferkit ensemble (reads the file; False for anything unreadable)."""
+    try:
+        load_ensemble_dict(path)
+        return True
+    except ModelError:
+        return False
+
+
+def load_torch(path: str | Path, device: str | torch.device = "cpu") -> Ensemble:
+    """A checkpoint or an ensemble file -> ``Ensemble`` (a checkpoint becomes an ensemble of one)."""
+    obj = _read(path)
+    if obj.get("format") == FORMAT:
+        return ensemble_from_dict(obj, device=device)
+    if obj.get("format") == CHECKPOINT_FORMAT:
+        model, meta = model_from_checkpoint(obj, device=device)
+        return Ensemble([model], [meta], names=[file_label(Path(path))]).to(device).eval()
+    raise ModelError(f"{path} is neither a ferkit checkpoint nor a ferkit ensemble")
+
+
+def fit_ensemble_weights(ens: Ensemble, images: Any, labels: Any, tta: str = "center",
+                         batch_size: int = 256) -> tuple[list[float], dict[str, float]]:
+    """Weights for ``combine="learned"`` fitted on validation faces (PublicTest; never PrivateTest).
+
+    Returns the weights and the validation log-loss/accuracy of uniform vs learned weights. The learned
+    numbers are optimistic (fitted on those faces): judge the ensemble on PrivateTest.
+    """
+    images = np.asarray(images)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if len(images) == 0 or len(images) != len(y):
+        raise ModelError("learning ensemble weights needs labelled validation faces")
+    with torch.inference_mode():
+        member_logits = torch.cat([ens.member_logits(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])),
+                                                     tta) for i in range(0, len(images), batch_size)], dim=1)
+    probs = torch.softmax(member_logits.float(), dim=-1)
+    w = fit_weights(probs, y)
+
+    def scores(weights: torch.Tensor) -> tuple[float, float]:
+        p = (probs * weights.view(-1, 1, 1)).sum(0)
+        nll = float(-torch.log(p[torch.arange(len(y)), y].clamp_min(1e-12)).mean())
+        return nll, float((p.argmax(1) == y).float().mean())
+
+    uni = torch.full((len(w),), 1.0 / len(w))
+    (nll_u, acc_u), (nll_w, acc_w) = scores(uni), scores(w)
+    return w.tolist(), {"uniform_nll": nll_u, "uniform_accuracy": acc_u, "learned_nll": nll_w,
+                        "learned_accuracy": acc_w, "n": len(y)}
+
+
+# --- evaluation: an ensemble file is scored like a single model, with its members side by side ------
+
+class EnsembleScorer(Scorer):
+    """``ferkit evaluate`` on an ensemble file: the combined probabilities and each member's."""
+
+    kind = "ensemble"
+
+    def __init__(self, ens: Ensemble, path: Path | None = None, batch_size: int = 256,
+                 device: str | torch.device = "cpu") -> None:
+        self.ensemble = ens.to(device).eval()
+        self.path = Path(path) if path is not None else None
+        self.name = file_label(self.path) if self.path else "ensemble"
+        self.batch_size, self.device = batch_size, device
+        self.temperature = ens.temperature
+        self.classes = list(ens.classes)
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any], path: Path | None = None, batch_size: int = 256,
+                  device: str | torch.device = "cpu") -> EnsembleScorer:
+        return cls(ensemble_from_dict(obj, device=device), path=path, batch_size=batch_size, device=device)
+
+    def _member_logits(self, images: np.ndarray, tta: str) -> torch.Tensor:
+        images = check_images(images)
+        check_tta(tta)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(images), self.batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(images[i:i + self.batch_size])).to(self.device)
+                out.append(self.ensemble.member_logits(x, tta).float().cpu())
+        if not out:
+            return torch.zeros(len(self.ensemble.members), 0, len(self.classes))
+        return torch.cat(out, dim=1)
+
+    def predict_proba(self, images: np.ndarray, tta: str = "center") -> np.ndarray:
+        return self.ensemble.combine_logits(self._member_logits(images, tta)).double().numpy()
+
+    def logits(self, images: np.ndarray, tta: str = "center") -> np.ndarray:
+        """Log of the combined probabilities (softmax of them gives the probabilities back)."""
+        return np.log(np.clip(self.predict_proba(images, tta), 1e-12, None))
+
+    def members(self) -> dict[str, Scorer]:
+        return {n: CheckpointScorer(m, meta, name=n, batch_size=self.batch_size, device=self.device)
+                for n, m, meta in zip(self.ensemble.names, self.ensemble.members, self.ensemble.metas)}
+
+    def proba_with_members(self, images: np.ndarray,
+                           tta: str = "center") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        ml = self._member_logits(images, tta)  # members run once for both answers
+        combined = self.ensemble.combine_logits(ml).double().numpy()
+        each = torch.softmax(ml.double(), dim=-1).numpy()  # = each member scorer's predict_proba
+        return combined, dict(zip(self.ensemble.names, each))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "combine": self.ensemble.combine,
+                "weights": dict(zip(self.ensemble.names, self.ensemble.weights.tolist()))}
+
+
+# ``load_scorer`` imports this module (evaluation.predict.LOADER_MODULES) and so learns ensemble files.
+register_torch_format(FORMAT, EnsembleScorer.from_dict)
