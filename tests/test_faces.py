@@ -7,7 +7,15 @@ from media import background, moving_frames, scene, write_video
 
 from ferkit.errors import ConfigError, InputError, ModelError
 from ferkit.inference.annotate import draw_faces
-from ferkit.inference.faces import Box, Face, HaarDetector, YuNetDetector, create_detector, crop_face, crop_faces
+from ferkit.inference.faces import (
+    Box,
+    Face,
+    HaarDetector,
+    YuNetDetector,
+    create_detector,
+    crop_face,
+    crop_faces,
+)
 from ferkit.inference.smoothing import FaceSmoother
 from ferkit.inference.video import VideoReader, VideoWriter
 from ferkit.labels import CLASSES

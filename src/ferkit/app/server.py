@@ -41,7 +41,7 @@ class Settings:
     yunet_model: str | None = None
     margin: float = DEFAULT_MARGIN
     detect_size: int = 640
-    live_detect_size: int = 320
+    live_detect_size: int = 480
     smooth: float = 0.4
     max_upload_mb: float = 10.0
 

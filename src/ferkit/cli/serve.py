@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="upload size limit (default %(default)s MB)")
     p.add_argument("--smooth", type=float, default=0.4, metavar="ALPHA",
                    help="live camera: weight of the newest frame in each face's moving average")
-    p.add_argument("--live-detect-size", type=int, default=320, metavar="PX",
+    p.add_argument("--live-detect-size", type=int, default=480, metavar="PX",
                    help="longer side camera frames are shrunk to before detection (default %(default)s)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_model_args(p)

@@ -92,13 +92,15 @@ async function upload(file) {
     setStatus(status, `The server did not answer: ${e}`, true);
     return;
   }
+  const img = $("upload-image");
+  const stage = $("upload-stage");
   if (!resp.ok) {
+    stage.hidden = true;  // do not leave the previous image's results under this file's error
+    drawCards($("upload-faces"), []);
     setStatus(status, `${file.name}: ${await errorText(resp)}`, true);
     return;
   }
   const r = await resp.json();
-  const img = $("upload-image");
-  const stage = $("upload-stage");
   if (img.src) URL.revokeObjectURL(img.src);
   stage.querySelectorAll(".face-box").forEach((b) => b.remove());
   img.onload = () => {
