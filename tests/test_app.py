@@ -148,3 +148,12 @@ def test_live_socket_tracks_and_survives_bad_frames(client):
         assert ws.receive_json() == {"reset": True}
         ws.send_bytes(encode(background()))
         assert ws.receive_json()["faces"] == []
+
+
+def test_serve_command_fails_early_with_one_line(tmp_path, capsys):
+    from ferkit.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "missing.pt")]) == 4
+    assert main(["serve", "--max-upload-mb", "0"]) == 5
+    err = capsys.readouterr().err
+    assert "model file not found" in err and "--max-upload-mb" in err and "Traceback" not in err

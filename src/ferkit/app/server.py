@@ -116,7 +116,8 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
         app.state.detector = PerThreadDetector(
             lambda: create_detector(settings.detector, settings.yunet_model, max_side=settings.detect_size or None))
         app.state.live_detector = PerThreadDetector(
-            lambda: create_detector(settings.detector, settings.yunet_model, max_side=settings.live_detect_size or None))
+            lambda: create_detector(settings.detector, settings.yunet_model, live=True,
+                                    max_side=settings.live_detect_size or None))
         yield
 
     app = FastAPI(title="ferkit", version=__version__, lifespan=lifespan,
