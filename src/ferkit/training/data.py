@@ -52,7 +52,11 @@ def prepare_training_data(cfg: TrainConfig, dataset: FaceDataset) -> TrainingDat
         raise ConfigError(f"balance: unknown method {cfg.balance!r}; use one of {', '.join(BALANCE_METHODS)}")
     if cfg.protocol not in ("official", "study"):
         raise ConfigError(f"protocol: use 'official' or 'study', not {cfg.protocol!r}")
-    if cfg.protocol == "study":
+    if cfg.augment.subset not in ("all", "balanced"):
+        raise ConfigError(f"augment.subset: use 'all' or 'balanced', not {cfg.augment.subset!r}")
+    # The study protocol pools, subsamples (max_train_images) and resamples *before* its split.
+    study = cfg.protocol == "study"
+    if study:
         from ferkit.data.study_protocol import study_split  # the leaky protocol, issue 3
 
         train, val = study_split(cfg, dataset)
@@ -60,9 +64,15 @@ def prepare_training_data(cfg: TrainConfig, dataset: FaceDataset) -> TrainingDat
         train, val = dataset.split(cfg.train_split), dataset.split(cfg.val_split)
     notes: dict = {"protocol": cfg.protocol, "train_counts_before": train.class_counts().tolist()}
     x, y = train.images, train.labels
-    if cfg.max_train_images and cfg.max_train_images < len(y):
+    if cfg.max_train_images and cfg.max_train_images < len(y) and not study:
         idx = stratified_subsample(y, cfg.max_train_images, cfg.seed)
         x, y = x[idx], y[idx]
+    if cfg.augment.subset == "balanced":  # the study's augmentation: copies of a balanced subset, added
+        from ferkit.data.balance import augment_balanced_subset
+
+        x_aug, y_aug = augment_balanced_subset(x, y, cfg.augment, seed=cfg.seed)
+        x, y = np.concatenate([x, x_aug]), np.concatenate([y, y_aug])
+        notes["augmented_copies"] = len(y_aug)
     if cfg.aux_data and cfg.aux_ratio > 0:
         from ferkit.data.affectnet import load_affectnet
 
@@ -77,7 +87,7 @@ def prepare_training_data(cfg: TrainConfig, dataset: FaceDataset) -> TrainingDat
         class_weights = inverse_frequency(y)
     elif cfg.balance == "sampler":
         sample_weights = inverse_frequency(y)[y].astype(np.float64)
-    elif cfg.balance != "none":
+    elif cfg.balance != "none" and not study:
         from ferkit.data.balance import resample
 
         x, y = resample(x, y, cfg.balance, seed=cfg.seed)
