@@ -119,26 +119,24 @@ class Ensemble(nn.Module):
         return f"{len(self.members)}-member ensemble, combine={self.combine}, weights: {ws}"
 
 
-def fit_weights(member_probs: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> torch.Tensor:
-    """Simplex weights minimising the log-loss of sum_i w_i p_i on held-out data.
+def fit_weights(member_probs: torch.Tensor, labels: torch.Tensor, steps: int = 2000, tol: float = 1e-10) -> torch.Tensor:
+    """Simplex weights maximising the likelihood of sum_i w_i p_i on held-out data.
 
-    ``member_probs`` (M, N, C), ``labels`` (N,). The objective is convex in w; a softmax
-    parametrisation keeps w on the simplex and LBFGS converges in a few dozen steps.
+    ``member_probs`` (M, N, C), ``labels`` (N,). This is the mixture-weight problem, so the EM update
+    w_i <- mean_n(w_i p_in / sum_j w_j p_jn) stays on the simplex and never lowers the likelihood;
+    the objective is concave in w, so it converges to the optimum.
     """
-    m = member_probs.shape[0]
-    p_true = member_probs.double()[:, torch.arange(len(labels)), labels]  # (M, N)
-    a = torch.zeros(m, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([a], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        w = torch.softmax(a, dim=0)
-        loss = -torch.log((w[:, None] * p_true).sum(0).clamp_min(1e-12)).mean()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return torch.softmax(a.detach(), dim=0).float()
+    p_true = member_probs.double()[:, torch.arange(len(labels)), labels].clamp_min(1e-12)  # (M, N)
+    w = torch.full((p_true.shape[0],), 1.0 / p_true.shape[0], dtype=torch.float64)
+    for _ in range(steps):
+        mix = (w[:, None] * p_true).sum(0)
+        new = (w[:, None] * p_true / mix).mean(1)
+        new = new / new.sum()
+        if float((new - w).abs().max()) < tol:
+            w = new
+            break
+        w = new
+    return w.float()
 
 
 def _member_entry(path: str | Path) -> dict[str, Any]:
