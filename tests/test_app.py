@@ -109,9 +109,14 @@ def test_unexpected_errors_never_leak_a_traceback(client):
     try:
         quiet = TestClient(client.app, raise_server_exceptions=False)  # answer as a real server would
         r = _post(quiet, encode(scene(1)[0]))
+        assert r.status_code == 500 and r.json() == {"detail": "internal error"}
+        with client.websocket_connect("/api/live") as ws:
+            ws.send_bytes(encode(scene(1)[0]))
+            assert ws.receive_json() == {"error": "internal error"}
+            ws.send_text("reset")  # still connected
+            assert ws.receive_json() == {"reset": True}
     finally:
         client.app.dependency_overrides.clear()
-    assert r.status_code == 500 and r.json() == {"detail": "internal error"}
     assert client.get("/api/health").status_code == 200
 
 

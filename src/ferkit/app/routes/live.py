@@ -6,6 +6,7 @@ gets ``{"error": ...}`` and the connection stays open.
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
@@ -16,6 +17,7 @@ from ferkit.errors import FerkitError
 from ferkit.inference.smoothing import FaceSmoother
 
 router = APIRouter(prefix="/api")
+log = logging.getLogger("ferkit.app")
 
 
 def live_available() -> bool:
@@ -48,6 +50,9 @@ async def live(websocket: WebSocket, recognizer: Recognizer, settings: AppSettin
                 out = await run_in_threadpool(analyze_bytes, analyzer, data, "frame", smoother)
             except FerkitError as e:
                 out = {"error": str(e)}
+            except Exception:  # a bug: logged with its traceback here, one word for the page
+                log.exception("live frame failed")
+                out = {"error": "internal error"}
             await websocket.send_json(out)
     except WebSocketDisconnect:
         pass
