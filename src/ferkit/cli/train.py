@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.training.loop import fit
 
     summary = fit(cfg, resume=args.resume)
-    print(f"done: {summary['epochs_run']} epochs this run, best validation accuracy {summary['best_val_acc']:.4f};"
-          f" checkpoints in {summary['out']}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"done: {summary['epochs_run']} epochs this run, best validation accuracy {summary['best_val_acc']:.4f};"
+              f" checkpoints in {summary['out']}")
     return 0
