@@ -16,7 +16,7 @@ own temperature:
 - ``learned``: a weighted mean of the members' probabilities, weights on the simplex fitted by
   minimising the log-loss on the validation split (PublicTest; never PrivateTest).
 
-A single checkpoint is an ensemble of one (``Ensemble.from_checkpoint``): export and inference have
+A single checkpoint is an ensemble of one (``load_torch``): export and inference have
 one code path for both.
 """
 from __future__ import annotations
@@ -81,12 +81,6 @@ class Ensemble(nn.Module):
         self.names = list(names) if names is not None else [m.name for m in metas]
         self.classes = classes
         self.image_size = metas[0].image_size
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any] | str | Path, device: str | torch.device = "cpu") -> Ensemble:
-        model, meta = model_from_checkpoint(ckpt, device=device)
-        name = file_label(Path(ckpt)) if not isinstance(ckpt, dict) else meta.name
-        return cls([model], [meta], names=[name]).to(device).eval()
 
     def member_logits(self, images: torch.Tensor, tta: str = "center") -> torch.Tensor:
         """(M, B, C): each member's crop-averaged logits divided by its own temperature."""
