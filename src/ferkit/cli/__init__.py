@@ -10,7 +10,7 @@ from ferkit import __version__
 from ferkit.errors import FerkitError
 
 # Each module defines register(subparsers) and sets a ``func`` default that takes the parsed args.
-COMMANDS = ["data", "train", "evaluate", "models", "predict", "serve", "ensemble", "export", "experiment"]
+COMMANDS = ["data", "train", "evaluate", "calibrate", "models", "predict", "serve", "ensemble", "export", "experiment"]
 
 
 def build_parser() -> argparse.ArgumentParser:
