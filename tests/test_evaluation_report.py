@@ -213,7 +213,8 @@ def test_cli_evaluate_json(cli, tiny_ckpt, fer_csv, capsys):
 
 def test_cli_defaults(cli):
     args = ferkit.cli.build_parser().parse_args(["evaluate", "m.pt", "--data", "d"])
-    assert (args.tta, args.split, args.dedup, args.out, args.batch_size) == ("ten_crop", "PrivateTest", True, None, 256)
+    # tta None: the crops built into an .onnx file, else ten_crop (resolved in evaluate())
+    assert (args.tta, args.split, args.dedup, args.out, args.batch_size) == (None, "PrivateTest", True, None, 256)
 
 
 def test_cli_missing_checkpoint(cli, fer_csv, tmp_path, capsys):

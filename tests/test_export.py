@@ -123,6 +123,15 @@ def test_onnx_scorer_for_evaluate(files, tmp_path):
         scorer.predict_proba(PROBES, "ten_crop")
 
 
+def test_evaluate_onnx_uses_its_built_in_crops_by_default(files, fer_csv, tmp_path):
+    from ferkit.evaluation.evaluate import evaluate
+
+    out = tmp_path / "m.onnx"
+    export_onnx(files["single"], out, tta="mirror", probes=PROBES)
+    assert evaluate(out, fer_csv, split="PublicTest")["tta"] == "mirror"
+    assert evaluate(files["single"], fer_csv, split="PublicTest")["tta"] == "ten_crop"
+
+
 def test_cli_export(files, fer_folders, tmp_path, capsys):
     out = tmp_path / "ens.onnx"
     assert main(["export", str(files["ensemble"]), "-o", str(out), "--tta", "mirror", "--input", "float"]) == 0

@@ -30,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="PrivateTest",
                    help='split to evaluate (default PrivateTest); "all" for every row; class folders without '
                         "official splits are loaded as Training")
-    p.add_argument("--tta", default="ten_crop", choices=TTA_CHOICES,
-                   help="test-time crops whose logits are averaged (default ten_crop, as in the study)")
+    p.add_argument("--tta", default=None, choices=TTA_CHOICES,
+                   help="test-time crops whose logits are averaged (default: the crops built into an .onnx "
+                        "file, else ten_crop as in the study)")
     p.add_argument("-o", "--out", help="write metrics.json, report.md and confusion.png to this folder")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass (default 256)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
@@ -46,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.evaluation.report import dedup_sentence, format_table
 
     # The fully resolved equivalent command (whatever way it was invoked), for the report.
-    command = ["ferkit", "evaluate", args.model, "--data", args.data, "--split", args.split, "--tta", args.tta,
-               "--batch-size", str(args.batch_size), "--device", args.device]
+    command = ["ferkit", "evaluate", args.model, "--data", args.data, "--split", args.split,
+               *(["--tta", args.tta] if args.tta else []), "--batch-size", str(args.batch_size), "--device", args.device]
     command += (["-o", args.out] if args.out else []) + ([] if args.dedup else ["--no-dedup"])
     result = evaluate(args.model, args.data, split=args.split, tta=args.tta, out_dir=args.out,
                       batch_size=args.batch_size, device=args.device, dedup=args.dedup, command=command)

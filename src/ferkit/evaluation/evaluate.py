@@ -76,17 +76,20 @@ def evaluate_dataset(scorer: Scorer, dataset: FaceDataset, split: str = "Private
     }
 
 
-def evaluate(model_path: str | Path, data_path: str | Path, split: str = "PrivateTest", tta: str = "ten_crop",
+def evaluate(model_path: str | Path, data_path: str | Path, split: str = "PrivateTest", tta: str | None = None,
              out_dir: str | Path | None = None, batch_size: int = 256, device: str = "cpu",
              dedup: bool = True, command: list[str] | None = None) -> dict[str, Any]:
     """Load the model file and the dataset, evaluate, and write a report to ``out_dir`` if given.
 
     Returns the result dict (also ``metrics.json``): the run's facts, ``sets`` (set name -> metrics),
     ``members`` (member -> set name -> metrics) and ``files`` when a report was written.
+    ``tta`` None: the crops built into the model file if it has any, else ``ten_crop``.
     """
     t0 = time.perf_counter()
-    check_tta(tta)
     scorer = load_scorer(model_path, batch_size=batch_size, device=device)  # model errors before data loading
+    if tta is None:  # the model's own crops (an .onnx file has them built in), else the study's ten-crop
+        tta = scorer.fixed_tta or "ten_crop"
+    check_tta(tta)
     from ferkit.data.load import load_dataset
 
     # No validation carving (val_fraction=0): rows keep their own split; class folders stay "Training".

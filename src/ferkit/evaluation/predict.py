@@ -105,6 +105,7 @@ class Scorer:
     kind: str = "scorer"
     path: Path | None = None
     temperature: float = 1.0
+    fixed_tta: str | None = None  # crops built into the model file (ONNX); None = any mode works
     classes: list[str]
 
     def logits(self, images: np.ndarray, tta: str = "center") -> np.ndarray:

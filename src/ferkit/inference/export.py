@@ -236,6 +236,7 @@ class OnnxScorer(Scorer):
         self.name = file_label(self.path) if self.path else model.name
         self.batch_size = batch_size
         self.classes = list(model.classes)
+        self.fixed_tta = model.tta
 
     @classmethod
     def from_path(cls, path: str | Path, batch_size: int = 256, device: Any = "cpu") -> OnnxScorer:
