@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# ferkit inference benchmark, {when}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads; torch "
           f"{torch.__version__}, onnxruntime {__import__('onnxruntime').__version__}, python {platform.python_version()}")
+    print(f"# OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} (PASSIVE keeps PyTorch's OpenMP "
+          "threads from spinning against other processes on a shared machine)")
     load = os.getloadavg()[0]
     print(f"# load average at start: {load:.2f}" + (" -- the machine is busy: numbers will be low and noisy "
           "(PyTorch's OpenMP threads suffer most)" if load > 0.5 else ""))
