@@ -21,6 +21,13 @@ from ferkit.models.transforms import forward_tta
 from ferkit.training.checkpoint import atomic_save, make_checkpoint
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():  # tiny models: as fast on one thread; OpenMP threads crawl on a busy shared CPU
+    before = torch.get_num_threads()
+    yield torch.set_num_threads(1)
+    torch.set_num_threads(before)
+
+
 def save_member(path, seed: int, temperature: float = 1.0):
     torch.manual_seed(seed)
     atomic_save(make_checkpoint(create_model("vgg_fer_w16"), ModelMeta("vgg_fer_w16", temperature=temperature)), path)

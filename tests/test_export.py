@@ -20,6 +20,14 @@ from ferkit.models.ensemble import Ensemble, build_ensemble, load_torch, save_en
 from ferkit.models.registry import ModelMeta
 from ferkit.training.checkpoint import atomic_save, make_checkpoint
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():  # tiny models: as fast on one thread; OpenMP threads crawl on a busy shared CPU
+    before = torch.get_num_threads()
+    yield torch.set_num_threads(1)
+    torch.set_num_threads(before)
+
+
 PROBES = probe_images(6, seed=1)
 
 
