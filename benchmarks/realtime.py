@@ -177,7 +177,7 @@ def main() -> None:
     ap.add_argument("--arch", default="vgg_fer", help="architecture of the stand-in model when there is none")
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--detect-size", type=int, default=480, help="as 'ferkit serve --live-detect-size'")
-    ap.add_argument("--threads", type=int, default=None, help="engine threads")
+    ap.add_argument("--threads", type=int, default=1, help="engine threads (0: all cores; 1 as in ferkit serve)")
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--skip-api", action="store_true")
@@ -187,13 +187,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model, described = resolve_model(args, Path(tmp))
-        rec = Recognizer.load(model, threads=args.threads)
+        rec = Recognizer.load(model, threads=args.threads)  # 0 = all cores
         result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
                   "date": time.strftime("%Y-%m-%d"), "model": described, "backend": rec.backend,
+                  "engine_threads": args.threads or "all cores", "load_average_before": os.getloadavg()[0],
                   "detector": f"haar (live settings), detect size {args.detect_size}", "frame": "640x480 JPEG q80",
                   "pipeline": [bench_pipeline(rec, n, args.frames, args.detect_size) for n in (1, 4)]}
         if not args.skip_api:
             result["api"] = bench_api(model, args.requests, args.clients, args.threads)
+        result["load_average_after"] = os.getloadavg()[0]  # other work on the machine skews every figure
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="longer side camera frames are shrunk to before detection (default %(default)s)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_model_args(p)
-    p.set_defaults(func=run)
+    # One engine thread per request: requests run in parallel, and ONNX Runtime's spinning worker threads
+    # otherwise steal the CPU from face detection (benchmarks/realtime.py: 12 vs 7 frames/s on 2 cores).
+    p.set_defaults(func=run, threads=1)
 
 
 def run(args: argparse.Namespace) -> int:
