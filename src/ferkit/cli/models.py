@@ -9,25 +9,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="List the registered architectures (for `ferkit train model=NAME`) with "
                                    "their parameter counts, and the bundled default model.")
     p.add_argument("pattern", nargs="?", default="*", help="glob filter on architecture names")
+    p.add_argument("--runs", default="runs", help="folder of local training runs to list (default runs)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ferkit.inference.bundled import describe_bundled, describe_local
     from ferkit.models import create_model, list_models
+    from ferkit.models.registry import model_doc
 
     print("architectures:")
     for name in list_models(args.pattern):
-        m = create_model(name)
-        n = sum(p.numel() for p in m.parameters())
-        doc = (m.__class__.__doc__ or "").strip().splitlines()[0]
-        from ferkit.models.registry import _REGISTRY
-
-        doc = (_REGISTRY[name].__doc__ or doc).strip().splitlines()[0]
-        print(f"  {name:<16} {n / 1e6:6.2f}M params  {doc}")
-    try:
-        from ferkit.inference.bundled import describe_bundled
-
-        print(describe_bundled())
-    except ImportError:
-        pass
+        n = sum(p.numel() for p in create_model(name).parameters())
+        print(f"  {name:<16} {n / 1e6:6.2f}M params  {model_doc(name)}")
+    print(describe_bundled())
+    local = describe_local(args.runs)
+    if local:
+        print(f"local runs ({args.runs}/*/best.pt):")
+        print("\n".join(local))
     return 0

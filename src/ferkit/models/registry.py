@@ -45,6 +45,12 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
+def model_doc(name: str) -> str:
+    """First line of a registered model's docstring."""
+    _ensure_builtin()
+    return (_REGISTRY[name].__doc__ or "").strip().splitlines()[0] if name in _REGISTRY else ""
+
+
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model; unknown names and unknown arguments fail loudly."""
     _ensure_builtin()

@@ -1,0 +1,43 @@
+"""The model shipped inside the package (``ferkit/weights/default.onnx``) and its card."""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+def bundled_card() -> dict[str, Any] | None:
+    """The bundled model's ``default.json`` (file, sha256, metrics), or None if this install has none."""
+    p = Path(str(resources.files("ferkit").joinpath("weights/default.json")))
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def describe_bundled() -> str:
+    card = bundled_card()
+    if card is None:
+        return "bundled model: none in this installation"
+    lines = [f"bundled model: {card['file']} ({card['bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:16]}...)"]
+    for part in ("public", "private"):
+        for name, m in card.get(part, {}).items():
+            lines.append(f"  {name:<40} top-1 {m['top1']:.2%}  balanced {m['balanced_accuracy']:.2%}  "
+                         f"macro-F1 {m['macro_f1']:.2%}")
+    return "\n".join(lines)
+
+
+def describe_local(runs: str | Path = "runs") -> list[str]:
+    """One line per ``runs/*/best.pt``: architecture, epoch and validation accuracy."""
+    from ferkit.errors import ModelError
+    from ferkit.training.checkpoint import load_checkpoint
+
+    lines = []
+    for p in sorted(Path(runs).glob("*/best.pt")):
+        try:
+            ck = load_checkpoint(p)
+        except ModelError as e:
+            lines.append(f"  {p}: unreadable ({e})")
+            continue
+        m = ck.get("metrics") or {}
+        lines.append(f"  {str(p):<32} {ck['meta']['name']:<14} epoch {ck.get('epoch', '?'):>3}  "
+                     f"val acc {m.get('val_acc', float('nan')):.2%}  balanced {m.get('val_balanced_acc', float('nan')):.2%}")
+    return lines

@@ -1,0 +1,47 @@
+"""Model registry: every registered model builds and has the right shape; errors are loud."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ferkit.cli import main
+from ferkit.errors import ModelError
+from ferkit.models import create_model, list_models
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_maps_40x40_faces_to_7_logits(name):
+    m = create_model(name).eval()
+    with torch.no_grad():
+        assert m(torch.zeros(3, 1, 40, 40)).shape == (3, 7)
+
+
+def test_the_study_vggnet_exactly():
+    m = create_model("vgg_fer")
+    assert sum(p.numel() for p in m.parameters()) == 29_890_759  # ~29.9M as in the paper
+    convs = [x for x in m.features if isinstance(x, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
+    assert sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.features) == 8
+    assert sum(isinstance(x, torch.nn.MaxPool2d) for x in m.features) == 4
+    fcs = [x for x in m.classifier if isinstance(x, torch.nn.Linear)]
+    assert [(f.in_features, f.out_features) for f in fcs] == [(2048, 4096), (4096, 4096), (4096, 7)]
+    assert [d.p for d in m.classifier if isinstance(d, torch.nn.Dropout)] == [0.2, 0.2]
+
+
+def test_width_and_fc_are_arguments():
+    m = create_model("vgg_fer", width=8, fc=64)
+    assert [x.out_channels for x in m.features if isinstance(x, torch.nn.Conv2d)][-1] == 64
+
+
+def test_unknown_name_and_argument_fail_loudly():
+    with pytest.raises(ModelError, match="unknown model"):
+        create_model("resnet9000")
+    with pytest.raises(ModelError, match="no argument"):
+        create_model("vgg_fer", depth=3)
+
+
+def test_cli_models_lists_architectures(capsys, tmp_path):
+    assert main(["models", "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "vgg_fer " in out and "29.89M" in out and "bundled model" in out
