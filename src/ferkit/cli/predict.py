@@ -29,7 +29,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"], help="inference engine")
     g.add_argument("--tta", default=None, choices=["center", "mirror", "ten_crop"],
                    help="test-time crops (default: the model's own; an .onnx file has its crops built in)")
-    g.add_argument("--threads", type=int, default=None, help="engine threads (default: the engine's choice)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="engine threads (0 or unset: all cores; serve defaults to 1 per request)")
     g.add_argument("--detector", default="haar", choices=list(DETECTORS),
                    help="face detector: haar (built in) or yunet (needs --yunet-model)")
     g.add_argument("--yunet-model", default=None, metavar="PATH", help="YuNet ONNX file for --detector yunet")
