@@ -63,7 +63,7 @@ def decode_image(data: bytes | bytearray | memoryview, name: str = "image") -> n
     """Decode encoded image bytes to an RGB (or gray) uint8 array; InputError if not an image."""
     from io import BytesIO
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
@@ -71,6 +71,7 @@ def decode_image(data: bytes | bytearray | memoryview, name: str = "image") -> n
             if im.width * im.height > MAX_PIXELS:
                 raise InputError(f"{name}: image too large ({im.width}x{im.height} pixels)")
             im.load()
+            im = ImageOps.exif_transpose(im)  # phone photos: apply the stored rotation
             if im.mode not in ("L", "RGB", "RGBA"):
                 im = im.convert("RGBA" if "A" in im.mode else "RGB")
             return np.asarray(im)

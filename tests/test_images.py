@@ -1,0 +1,43 @@
+"""Image decoding and conversion shared by loaders and inference."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ferkit.data.images import decode_image, to_face_input, to_gray
+from ferkit.errors import InputError
+
+
+def test_exif_rotation_is_applied():
+    im = Image.fromarray(np.zeros((10, 20, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view": a phone photo taken upright
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif.tobytes())
+    assert decode_image(buf.getvalue()).shape[:2] == (20, 10)
+
+
+@pytest.mark.parametrize("shape", [(30, 40), (30, 40, 1), (30, 40, 3), (30, 40, 4)])
+def test_any_layout_becomes_square_gray_48(shape):
+    a = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    out = to_face_input(a)
+    assert out.shape == (48, 48) and out.dtype == np.uint8
+
+
+def test_float_images_in_unit_range_are_scaled():
+    assert to_gray(np.full((4, 4), 1.0)).max() == 255
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, 0)), np.zeros((2, 2, 2, 2)), np.full((4, 4), np.nan),
+                                 np.zeros((4, 4, 2))])
+def test_malformed_arrays_are_refused(bad):
+    with pytest.raises(InputError):
+        to_gray(bad)
+
+
+def test_non_image_bytes_are_refused():
+    with pytest.raises(InputError, match="not a readable image"):
+        decode_image(b"hello", name="x.txt")
