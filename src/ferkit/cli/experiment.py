@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="training-config overrides for every cell, e.g. max_train_images=2000 epochs=1")
+    r.add_argument("--tta", choices=["center", "mirror", "ten_crop"],
+                   help="test-time crops for every evaluation (default: the grid's, ten_crop)")
     r.set_defaults(func=run)
     t = cmds.add_parser("table", help="print (and rewrite) the results table of a results folder")
     t.add_argument("out", metavar="DIR")
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.experiments.table import render_markdown
 
     table = run_grid(args.grid, args.data, args.out, budget=args.budget, aux=args.aux, only=args.only,
-                     seed=args.seed, overrides=args.overrides)
+                     seed=args.seed, overrides=args.overrides, tta=args.tta)
     print(render_markdown(table))
     return 0
 

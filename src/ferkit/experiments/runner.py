@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ferkit.data.balance import RESAMPLE_METHODS
 from ferkit.data.dataset import FaceDataset
 from ferkit.data.leakage import LEAKY, audit_leakage, format_leakage
 from ferkit.errors import ConfigError
@@ -49,7 +50,7 @@ def _check_spec(out: Path, spec: dict[str, Any]) -> None:
         out.mkdir(parents=True, exist_ok=True)
         _write(out / "run.json", spec)
         return
-    diff = [k for k in ("grid", "budget", "data", "aux", "seed", "overrides") if old.get(k) != spec.get(k)]
+    diff = [k for k in ("grid", "budget", "data", "aux", "seed", "overrides", "tta") if old.get(k) != spec.get(k)]
     if diff:
         raise ConfigError(f"{out} holds results of a different run ({', '.join(f'{k}: {old.get(k)!r}' for k in diff)}"
                           f"); choose another --out")
@@ -79,11 +80,12 @@ def run_cell(grid: Grid, row: Row, protocol: str, dataset: FaceDataset, cfg: Any
     t0 = time.perf_counter()
     split, tta = grid.evaluate.get("split", "PrivateTest"), grid.evaluate.get("tta", "ten_crop")
     study = protocol == "study"
+    resampled = cfg.balance in RESAMPLE_METHODS
     train_summary = _read(cell / "train.json")
     leakage = _read(cell / "leakage.json")
-    if train_summary is None or (leakage is None and (study or cfg.balance != "none")):
+    if train_summary is None or (leakage is None and (study or resampled)):
         data = prepare_training_data(cfg, dataset)  # under the study protocol this writes leakage.json
-        if not study and cfg.balance != "none":  # the contrast: the official split's own copies
+        if not study and resampled:  # the contrast: copies of the official test split in (resampled) training
             leakage = audit_leakage(data.train_images, dataset.split(split).images, protocol="official",
                                     method=cfg.balance, train_counts=data.notes.get("train_counts"))
             _write(cell / "leakage.json", leakage)
@@ -92,7 +94,7 @@ def run_cell(grid: Grid, row: Row, protocol: str, dataset: FaceDataset, cfg: Any
             train_summary = _train(cfg, data, cell, log)
         del data
     leakage = _read(cell / "leakage.json")
-    scorer = load_scorer(cell / "best.pt")
+    scorer = load_scorer(cell / "best.pt", device=_eval_device(cfg.device))
     if study:
         parts = cached_study_splits(dataset, study_method(cfg.balance), cfg.seed, cfg.max_train_images)
         metrics = compute_metrics(scorer.predict_proba(parts.test.images, tta), parts.test.labels)
@@ -120,6 +122,14 @@ def run_cell(grid: Grid, row: Row, protocol: str, dataset: FaceDataset, cfg: Any
     return result
 
 
+def _eval_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def _read_yaml(path: Path) -> Any:
     import yaml
 
@@ -128,16 +138,21 @@ def _read_yaml(path: Path) -> Any:
 
 def run_grid(grid: str | Grid, data: str | Path, out: str | Path, budget: str = "cpu", aux: str | None = None,
              only: list[str] | None = None, seed: int = 0, overrides: list[str] | None = None,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the cells of ``grid`` not yet finished in ``out``, then write the table; returns it."""
+             tta: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the cells of ``grid`` not yet finished in ``out``, then write the table; returns it.
+
+    ``tta`` overrides the grid's test-time crops (``evaluate.tta``) for every cell of this results folder.
+    """
     from ferkit.data.load import load_dataset
     from ferkit.experiments.table import write_table
 
     g = load_grid(grid) if not isinstance(grid, Grid) else grid
     g.budget(budget)  # unknown budgets fail before anything runs
+    if tta:
+        g.evaluate = {**g.evaluate, "tta": tta}
     out = Path(out)
     spec = {"grid": g.name, "budget": budget, "data": str(data), "aux": str(aux) if aux else None, "seed": seed,
-            "overrides": list(overrides or [])}
+            "overrides": list(overrides or []), "tta": g.evaluate.get("tta")}
     _check_spec(out, spec)
     rows = g.with_dependencies(only)
     if only:
