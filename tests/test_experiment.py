@@ -22,6 +22,8 @@ def test_shipped_grid_has_the_study_rows():
     cfg = g.cell_config(g.row("smote"), "study", "cpu", data="d", out="o", finetune_from="t/best.pt")
     assert (cfg.model, cfg.balance, cfg.protocol, cfg.optimizer, cfg.epochs) == ("vgg_fer_w32", "smote", "study",
                                                                                  "adam", 1)
+    assert g.cell_config(g.row("baseline"), "official", "cpu", data="d", out="o").epochs == 5
+    assert g.budget("cpu").evaluate == {"tta": "center"} and g.evaluate["tta"] == "ten_crop"
     full = g.cell_config(g.row("aug_flip_rot"), "official", "full", data="d", out="o")
     assert (full.model, full.augment.subset, full.augment.rotation) == ("vgg_fer", "balanced", 15.0)
 
@@ -52,6 +54,7 @@ def test_tiny_grid_end_to_end_then_resume(tmp_path, capsys):
     assert ros["official"]["leakage"]["exact"] == 0
     cell = json.loads((out / "ros" / "official" / "metrics.json").read_text())
     assert cell["config"]["finetune_from"].endswith("tuned/official/best.pt") and cell["evaluated_on"] == "PrivateTest"
+    assert cell["tta"] == "center"  # the cpu budget's evaluation
     assert 0 <= cell["metrics"]["top1"] <= cell["metrics"]["top2"] <= cell["metrics"]["top3"] <= 1
     md = (out / "results.md").read_text()
     assert "| +ROS |" in md and "LEAKY top-1" in md and "| tuned (Adam 1e-4) |" in md

@@ -4,7 +4,8 @@ A grid file (shipped ones live in ``ferkit/experiments/grids``, e.g. ``study``) 
 ``id``, ``name``, a base ``config`` (a shipped or file training config) or ``finetune: <row id>`` (start
 from that row's best checkpoint, with its recipe), optional ``set`` (config overrides), ``study: true``
 (also run under the study's leaky protocol) and ``aux: true`` (needs auxiliary data). ``budgets`` map a
-budget name to overrides for every cell (``set``) and for fine-tuning cells (``finetune_set``).
+budget name to overrides for every cell (``set``), for fine-tuning cells (``finetune_set``) and for the
+evaluation (``evaluate``, e.g. centre crops instead of ten crops on a CPU).
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ class Budget:
     note: str = ""
     set: dict[str, Any] = field(default_factory=dict)
     finetune_set: dict[str, Any] = field(default_factory=dict)
+    evaluate: dict[str, Any] = field(default_factory=dict)  # overrides the grid's evaluate (e.g. tta)
 
 
 @dataclass

@@ -14,6 +14,7 @@ labelled LEAKY.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -141,15 +142,13 @@ def run_grid(grid: str | Grid, data: str | Path, out: str | Path, budget: str = 
              tta: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the cells of ``grid`` not yet finished in ``out``, then write the table; returns it.
 
-    ``tta`` overrides the grid's test-time crops (``evaluate.tta``) for every cell of this results folder.
+    ``tta`` overrides the test-time crops (the grid's ``evaluate.tta``, or its budget's) for every cell.
     """
     from ferkit.data.load import load_dataset
     from ferkit.experiments.table import write_table
 
     g = load_grid(grid) if not isinstance(grid, Grid) else grid
-    g.budget(budget)  # unknown budgets fail before anything runs
-    if tta:
-        g.evaluate = {**g.evaluate, "tta": tta}
+    g = dataclasses.replace(g, evaluate={**g.evaluate, **g.budget(budget).evaluate, **({"tta": tta} if tta else {})})
     out = Path(out)
     spec = {"grid": g.name, "budget": budget, "data": str(data), "aux": str(aux) if aux else None, "seed": seed,
             "overrides": list(overrides or []), "tta": g.evaluate.get("tta")}

@@ -69,7 +69,7 @@ def render_markdown(table: dict[str, Any]) -> str:
         + (f"; overrides `{' '.join(spec['overrides'])}`" if spec.get("overrides") else "") + ".",
         "",
         (f"**Official protocol** (columns 2–5): train on Training, select on PublicTest, report {split} "
-        "(nothing tunes on it). Accuracies in %."),
+         f"(nothing tunes on it), test-time crops: {spec.get('tta', '?')}. Accuracies in %."),
     ]
     if has_study:
         lines += [
