@@ -5,9 +5,9 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from ferkit.labels import CLASSES, NUM_CLASSES  # noqa: E402
+from ferkit.labels import CLASSES, NUM_CLASSES
 
-__all__ = ["CLASSES", "NUM_CLASSES", "__version__", "create_model", "list_models", "Recognizer"]
+__all__ = ["CLASSES", "NUM_CLASSES", "Recognizer", "__version__", "create_model", "list_models"]
 
 
 def __getattr__(name: str) -> Any:

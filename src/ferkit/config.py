@@ -158,7 +158,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Apply ``a.b=value`` strings (values parsed as YAML) to a nested dict."""
     out = dict(data)
     for item in overrides:
-        item = item[2:] if item.startswith("--") else item
+        item = item.removeprefix("--")
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)

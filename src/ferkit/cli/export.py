@@ -44,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ferkit.errors import ConfigError, ModelError
-    from ferkit.inference.export import export_onnx, probe_images, write_bytes_atomic
+    from ferkit.inference.export import export_onnx, probe_images
     from ferkit.inference.quantize import compare, to_fp16, to_int8
+    from ferkit.training.checkpoint import atomic_write_bytes
 
     if args.int8 == "static" and not args.data:
         raise ConfigError("--int8 static calibrates on Training faces: give --data")
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{precision} on PublicTest ({len(val)} faces, tta {args.tta}): accuracy {100 * acc['accuracy_fp32']:.2f}% "
               f"(fp32) -> {100 * acc['accuracy']:.2f}% ({100 * acc['accuracy_change']:+.2f} points), "
               f"same top class {100 * acc['agreement']:.2f}%")
-    write_bytes_atomic(data, args.out)
+    atomic_write_bytes(data, args.out)
     print(f"wrote {args.out} ({precision}, {_mb(len(data))} vs {_mb(len(result.data))} fp32, tta {args.tta}, "
           f"input {args.input_format})", file=sys.stderr)
     return 0

@@ -27,7 +27,7 @@ def calibrate_checkpoint(model_path: str | Path, data_path: str | Path, out: str
     t = fit_temperature(logits, val.labels)
     before, after = softmax(logits, 1.0), softmax(logits, t)
     ckpt["meta"]["temperature"] = float(t)
-    ckpt["calibration"] = {"split": split, "tta": tta, "n": int(len(val)), "temperature": float(t),
+    ckpt["calibration"] = {"split": split, "tta": tta, "n": len(val), "temperature": float(t),
                            "ece_before": expected_calibration_error(before, val.labels),
                            "ece_after": expected_calibration_error(after, val.labels),
                            "nll_before": nll(logits, val.labels, 1.0), "nll_after": nll(logits, val.labels, t)}

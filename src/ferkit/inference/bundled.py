@@ -38,6 +38,6 @@ def describe_local(runs: str | Path = "runs") -> list[str]:
             lines.append(f"  {p}: unreadable ({e})")
             continue
         m = ck.get("metrics") or {}
-        lines.append(f"  {str(p):<32} {ck['meta']['name']:<14} epoch {ck.get('epoch', '?'):>3}  "
+        lines.append(f"  {p!s:<32} {ck['meta']['name']:<14} epoch {ck.get('epoch', '?'):>3}  "
                      f"val acc {m.get('val_acc', float('nan')):.2%}  balanced {m.get('val_balanced_acc', float('nan')):.2%}")
     return lines

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from ferkit.evaluation.predict import Scorer, check_images, file_label, register
 from ferkit.inference.onnx_model import ONNX_FORMAT, OnnxModel
 from ferkit.models.ensemble import Ensemble, load_torch
 from ferkit.models.transforms import TTA_MODES
+from ferkit.training.checkpoint import atomic_write_bytes
 
 INPUT_FORMATS = ("uint8", "float")
 INPUT_NAME, OUTPUT_NAME = "images", "probs"
@@ -202,24 +201,8 @@ def export_onnx(model: Ensemble | str | Path, out: str | Path | None = None, *, 
     data = proto.SerializeToString()
     result = ExportResult(data=data, metadata=metadata, parity=diff)
     if out is not None:
-        result.path = write_bytes_atomic(data, out)
+        result.path = atomic_write_bytes(data, out)
     return result
-
-
-def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # --- evaluation: an exported .onnx file is scored like a checkpoint -----------------------------------

@@ -29,6 +29,9 @@ def make_session(model: bytes | str | Path, threads: int | None = None) -> Any:
             raise ModelError(f"threads must be >= 0 (0 = all cores), got {threads}")
         so.intra_op_num_threads = int(threads)
     so.log_severity_level = 3  # errors only
+    # Idle workers that spin steal the cores face detection and the web server need (measured by
+    # benchmarks/realtime.py: 12.5 vs 7.1 frames/s with spinning on a loaded 2-core machine).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if isinstance(model, (bytes, bytearray)):
         src: bytes | str = bytes(model)
     else:

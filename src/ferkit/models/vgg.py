@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from ferkit.labels import NUM_CLASSES
 from ferkit.models.registry import register_model

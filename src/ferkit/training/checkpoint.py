@@ -19,33 +19,37 @@ from ferkit.models.registry import ModelMeta, create_model
 FORMAT = "ferkit-checkpoint"
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+def _atomic_write(path: str | Path, write: Any, mode: str = "wb") -> Path:
+    """Write through ``write(file)`` to a temporary file in the same folder, fsync, rename over ``path``.
+
+    A reader (or a resumed run) sees the old file or the new one, never half a file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """torch.save, atomically."""
+    return _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return _atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
+    return _atomic_write(path, lambda f: f.write(data))
 
 
 def make_checkpoint(model: torch.nn.Module, meta: ModelMeta, **state: Any) -> dict[str, Any]:
@@ -62,7 +66,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ModelError(f"checkpoint not found: {p}")
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
         raise ModelError(f"{p} is not a readable ferkit checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ModelError(f"{p} is not a ferkit checkpoint")

@@ -42,7 +42,7 @@ def stratified_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     frac = n / len(labels)
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        k = max(1, int(round(len(idx) * frac)))
+        k = max(1, round(len(idx) * frac))
         keep.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
     return np.sort(np.concatenate(keep))
 
@@ -77,7 +77,7 @@ def prepare_training_data(cfg: TrainConfig, dataset: FaceDataset) -> TrainingDat
         from ferkit.data.affectnet import load_affectnet
 
         aux = load_affectnet(cfg.aux_data)
-        n_aux = min(len(aux), int(round(cfg.aux_ratio * len(y))))
+        n_aux = min(len(aux), round(cfg.aux_ratio * len(y)))
         idx = np.random.default_rng(cfg.seed).choice(len(aux), size=n_aux, replace=False)
         x = np.concatenate([x, aux.images[idx]])
         y = np.concatenate([y, aux.labels[idx]])

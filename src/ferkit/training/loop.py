@@ -23,8 +23,7 @@ from ferkit.data.augment import augment_batch
 from ferkit.errors import ConfigError, ModelError
 from ferkit.models.registry import ModelMeta, create_model
 from ferkit.models.transforms import center_crop, normalize
-from ferkit.training.checkpoint import (atomic_save, atomic_write_text, load_checkpoint,
-                                        make_checkpoint)
+from ferkit.training.checkpoint import atomic_save, atomic_write_text, load_checkpoint, make_checkpoint
 from ferkit.training.data import TrainingData, prepare_training_data
 
 
