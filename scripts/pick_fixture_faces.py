@@ -1,0 +1,28 @@
+"""Pick the bundled model's regression fixture: per class, the 2 PublicTest faces it is surest of.
+
+    python scripts/pick_fixture_faces.py ../shared/data/fer2013 tests/fixtures/faces
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ferkit.data.audit import in_other_split
+from ferkit.data.load import load_dataset
+from ferkit.inference.recognizer import Recognizer
+from ferkit.labels import CLASSES
+
+data, out = sys.argv[1], Path(sys.argv[2])
+ds = load_dataset(data)
+pub = ds.split("PublicTest")
+fresh = ~in_other_split(ds, "PublicTest")  # not a copy of a Training image
+probs = Recognizer.load().predict_proba(list(pub.images))
+out.mkdir(parents=True, exist_ok=True)
+for c, name in enumerate(CLASSES):
+    idx = np.flatnonzero((pub.labels == c) & (probs.argmax(1) == c) & fresh)
+    for rank, i in enumerate(idx[np.argsort(-probs[idx, c])][:2]):
+        cv2.imwrite(str(out / f"{name}_{rank}.png"), pub.images[i])
+        print(f"{name}_{rank}.png <- {pub.sources[i]} (p={probs[i, c]:.3f})")
