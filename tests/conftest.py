@@ -67,6 +67,15 @@ def write_fer_folders(root: Path, n_per_class: int = 6, seed: int = 0, ext: str 
     return root
 
 
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def synthetic():
     return make_synthetic

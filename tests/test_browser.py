@@ -8,13 +8,13 @@ A screenshot is kept under ``test-artifacts/``.
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
 
 import cv2
 import pytest
+from conftest import free_port
 from media import background, face_patch, scene, tiny_checkpoint, write_y4m
 
 from ferkit.labels import CLASSES
@@ -25,10 +25,14 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _chromium_runs() -> bool:
+    """True if the binary starts (Ubuntu's apt 'chromium' is a snap stub that does not)."""
+    import subprocess
+
+    try:
+        return subprocess.run([CHROMIUM, "--version"], capture_output=True, timeout=30, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def _clip(path: Path, n: int = 30) -> Path:
@@ -47,8 +51,8 @@ def _clip(path: Path, n: int = 30) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    if not Path(CHROMIUM).exists() or not _chromium_runs():
+        pytest.skip("chromium is not installed or does not start (apt-get install -y chromium)")
     from ferkit.app.routes.live import live_available
 
     if not live_available():
@@ -58,7 +62,7 @@ def server(tmp_path_factory):
     from ferkit.app.server import Settings, create_app
 
     ckpt = tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(Settings(model=str(ckpt))), host="127.0.0.1", port=port,
                                         log_level="warning"))
     th = threading.Thread(target=srv.run, daemon=True)

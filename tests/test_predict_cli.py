@@ -105,3 +105,19 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, ckpt):
     assert code == 4 and "not found" in err
     code, _, err = _run(capsys, folder / "ok.png", "--model", ckpt, "--detector", "yunet")
     assert code == 4 and "--yunet-model" in err
+
+
+def test_one_tiny_crop_does_not_sink_the_others(tmp_path, capsys, ckpt):
+    folder = tmp_path / "crops"
+    _png(folder / "a.png", background(48, 48))
+    _png(folder / "tiny.png", background(4, 4))  # too small to be a face crop
+    _png(folder / "b.png", background(48, 48))
+    code, out, err = _run(capsys, folder, "--model", ckpt, "--face-crops")
+    assert code != 0 and "tiny.png" in err
+    assert sorted(json.loads(line)["source"].rsplit("/", 1)[-1] for line in out.splitlines()) == ["a.png", "b.png"]
+
+
+def test_output_into_a_missing_folder_is_a_clear_error(tmp_path, capsys, ckpt):
+    img = _png(tmp_path / "x.png", scene(1)[0])
+    code, _, err = _run(capsys, img, "--model", ckpt, "-o", tmp_path / "no" / "such" / "out.jsonl")
+    assert code == 5 and "does not exist" in err and err.count("\n") == 1

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_synthetic, write_fer_csv
+from conftest import free_port, make_synthetic, write_fer_csv
 
 from ferkit.config import AugmentConfig, TrainConfig
 from ferkit.errors import ConfigError
@@ -70,6 +70,26 @@ def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path):
         fit(tiny_cfg(tmp_path / "none", epochs=1), data=tiny_data(), resume=True)
 
 
+def test_resume_refuses_changed_settings_but_accepts_more_epochs(tmp_path):
+    fit(tiny_cfg(tmp_path / "run", epochs=1), data=tiny_data())
+    with pytest.raises(ConfigError, match="lr"):
+        fit(tiny_cfg(tmp_path / "run", epochs=2, lr=0.5), data=tiny_data(), resume=True)
+    s = fit(tiny_cfg(tmp_path / "run", epochs=2), data=tiny_data(), resume=True)
+    assert s["epochs_run"] == 2 and s["epochs_this_run"] == 1
+
+
+@pytest.mark.parametrize("override", [{"val_split": "PrivateTest"}, {"train_split": "PrivateTest"}])
+def test_privatetest_is_never_used_for_training_or_selection(override):
+    from ferkit.data.dataset import FaceDataset
+    from ferkit.training.data import prepare_training_data
+
+    x, y = make_synthetic(2)
+    ds = FaceDataset(np.concatenate([x, x, x]), np.concatenate([y, y, y]),
+                     np.array(["Training"] * len(y) + ["PublicTest"] * len(y) + ["PrivateTest"] * len(y), dtype=object))
+    with pytest.raises(ConfigError, match="PrivateTest"):
+        prepare_training_data(TrainConfig(**override), ds)
+
+
 def test_checkpoint_loads_with_weights_only(tmp_path):
     fit(tiny_cfg(tmp_path / "run", epochs=1), data=tiny_data())
     ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
@@ -104,31 +124,27 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_cli_train_then_resume_from_csv(tmp_path):
     csv = write_fer_csv(tmp_path / "fer.csv", n_per_class=8)
-    args = ["train", "--data", str(csv), "--out", str(tmp_path / "run"), "model=vgg_fer_w16", "batch_size=16",
-            "progress=false"]
+    out = tmp_path / "run #1"  # paths are taken as they are, not parsed as YAML
+    args = ["train", "--data", str(csv), "--out", str(out), "model=vgg_fer_w16", "batch_size=16", "progress=false"]
     r = _cli(*args, "epochs=1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    r = _cli(*args, "epochs=2", "--resume", cwd=tmp_path)
+    assert (out / "last.pt").is_file()
+    # --resume alone continues with the run's saved config; only the epoch count changes here
+    r = _cli("train", "--out", str(out), "--resume", "epochs=2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "epoch 2:" in r.stdout and "epoch 1:" not in r.stdout
+    assert "epoch 2:" in r.stdout and "epoch 1:" not in r.stdout and "1 epochs this run" in r.stdout
     r = _cli("train", "lr=fast", cwd=tmp_path)
     assert r.returncode == 2 and "lr: expected a number" in r.stderr and "Traceback" not in r.stderr
     r = _cli("train", "nosuchfield=1", cwd=tmp_path)
     assert r.returncode == 2 and "unknown config field" in r.stderr
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    r = _cli("train", "lr=[1,", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1  # one line, even for YAML errors
 
 
 def test_ddp_two_processes_on_cpu(tmp_path):
     csv = write_fer_csv(tmp_path / "fer.csv", n_per_class=8)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FERKIT_CACHE_DIR": str(tmp_path / "cache")}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                         "-m", "ferkit.cli", "train", "--data", str(csv), "--out", str(tmp_path / "ddp"),
                         "model=vgg_fer_w16", "batch_size=8", "epochs=2", "progress=false", "device=cpu"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)

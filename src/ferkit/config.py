@@ -151,7 +151,7 @@ def _parse_value(text: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"cannot parse value {text!r}: {e}") from None
+        raise ConfigError(f"cannot parse value {text!r}: {' '.join(str(e).split())}") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -190,14 +190,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        raise ConfigError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
     return data
 
 
-def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults <- YAML file <- overrides, validated into a TrainConfig."""
+def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                      values: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults <- YAML file <- ``key=value`` overrides <- ``values`` (taken as they are, not parsed)."""
     data = load_yaml(path) if path else {}
     data = apply_overrides(data, overrides or [])
+    data.update(values or {})
     return from_dict(TrainConfig, data)

@@ -26,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: BaseException, limit: int = 500) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that spin while waiting make PyTorch 10-100x slower when the cores are shared
     # (measured: 30 vs 234 training images/s on 2 busy cores); must be set before torch loads.
@@ -38,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FerkitError as e:
-        print(f"ferkit: error: {e}", file=sys.stderr)
+        print(f"ferkit: error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("ferkit: interrupted", file=sys.stderr)
@@ -48,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # an unexpected bug: still one line, the traceback only on request
         if os.environ.get("FERKIT_DEBUG"):
             raise
-        print(f"ferkit: internal error: {type(e).__name__}: {e} (set FERKIT_DEBUG=1 for a traceback)",
+        print(f"ferkit: internal error: {type(e).__name__}: {_one_line(e)} (set FERKIT_DEBUG=1 for a traceback)",
               file=sys.stderr)
         return 70
 

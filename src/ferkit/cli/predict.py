@@ -141,15 +141,19 @@ def _annotated_path(out_dir: Path, path: Path, root: Path, suffix: str | None = 
 def _predict_images(items, analyzer, writer, args, progress, warn) -> int:
     from ferkit.data.images import read_image
     from ferkit.inference.annotate import draw_faces
+    from ferkit.inference.recognizer import prepare_faces
 
     done = 0
     for batch in _batches(items, BATCH_IMAGES):
         loaded = []
         for path, root, _ in batch:
             try:
-                loaded.append((path, root, read_image(path)))
+                image = read_image(path)
+                if args.face_crops:  # check each crop here, so one bad file does not sink its batch
+                    prepare_faces([image])
+                loaded.append((path, root, image))
             except InputError as e:
-                warn(f"skipped {e}")
+                warn(f"skipped {e}" if str(path) in str(e) else f"skipped {path}: {e}")
         images = [im for _, _, im in loaded]
         if args.face_crops:
             per_image = [[f] for f in analyzer.classify_crops(images)]
@@ -226,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
     videos = [it for it in items if it[2] == "video"]
     if videos and args.face_crops:
         raise InputError("--face-crops applies to images, not videos")
+    if args.output != "-" and not Path(args.output).resolve().parent.is_dir():
+        raise InputError(f"cannot write {args.output}: folder {Path(args.output).parent} does not exist")
     analyzer = load_analyzer(args)
     problems: list[str] = []
 

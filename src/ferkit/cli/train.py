@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-c", "--config", help="YAML config file, or a shipped config name: paper, tuned, cpu")
     p.add_argument("--data", help="dataset path (FER2013 CSV or folders); same as data=PATH")
     p.add_argument("-o", "--out", help="run folder; same as out=DIR")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last.pt, with the run's saved config (only epochs, "
+                        "early_stopping, threads, device and progress may change)")
     p.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
 
@@ -27,12 +29,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ferkit.config import load_train_config, to_dict
 
-    overrides = list(args.overrides)
-    if args.data:
-        overrides.append(f"data={args.data}")
-    if args.out:
-        overrides.append(f"out={args.out}")
-    cfg = load_train_config(args.config, overrides)
+    values = {k: v for k, v in (("data", args.data), ("out", args.out)) if v}  # paths: not parsed as YAML
+    config_file = args.config
+    if args.resume and not config_file:  # continue with the run's own settings
+        from pathlib import Path
+
+        out = values.get("out") or load_train_config(None, args.overrides).out
+        config_file = Path(out) / "config.yaml"
+    cfg = load_train_config(config_file, args.overrides, values)
     if args.show_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
@@ -40,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
 
     summary = fit(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"done: {summary['epochs_run']} epochs this run, best validation accuracy {summary['best_val_acc']:.4f};"
+        print(f"done: {summary['epochs_this_run']} epochs this run, best validation accuracy {summary['best_val_acc']:.4f};"
               f" checkpoints in {summary['out']}")
     return 0

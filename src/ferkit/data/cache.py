@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ferkit.data.dataset import FaceDataset
+from ferkit.io import atomic_write
 
 CACHE_VERSION = 1  # bump when the decoding changes, so old entries are not reused
 
@@ -73,20 +73,15 @@ def save_npz(ds: FaceDataset, target: Path) -> None:
         "sources": (np.asarray(ds.sources, dtype=str), zipfile.ZIP_DEFLATED),
         "skipped": (np.array(json.dumps(ds.skipped)), zipfile.ZIP_DEFLATED),
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w") as zf:
+    def write(f) -> None:
+        with zipfile.ZipFile(f, "w") as zf:
             for name, (array, method) in arrays.items():
                 info = zipfile.ZipInfo(name + ".npy")
                 info.compress_type = method
                 with zf.open(info, "w", force_zip64=True) as out:
                     np.lib.format.write_array(out, array, allow_pickle=False)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(target, write)
 
 
 def load_npz(path: Path) -> FaceDataset:

@@ -22,7 +22,9 @@ def calibrate_checkpoint(model_path: str | Path, data_path: str | Path, out: str
 
     ckpt = load_checkpoint(model_path)
     model, meta = model_from_checkpoint(ckpt)
-    val = load_dataset(data_path, val_fraction=0.0).split(split)
+    # Datasets without PublicTest get the same seeded validation carve as training had.
+    seed = int((ckpt.get("config") or {}).get("seed", 0))
+    val = load_dataset(data_path, seed=seed).split(split)
     logits = predict_logits(model, meta, val.images, tta=tta, batch_size=batch_size)
     t = fit_temperature(logits, val.labels)
     before, after = softmax(logits, 1.0), softmax(logits, t)

@@ -7,13 +7,12 @@ metrics, ``members`` maps each ensemble member to its own ``sets``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ferkit.io import atomic_write
 from ferkit.training.checkpoint import atomic_write_text
 
 # (key in the metrics, column heading, kind): "pct" printed as a percentage, "num" as a plain number.
@@ -123,16 +122,7 @@ def plot_confusion(metrics: dict[str, Any], path: str | Path, title: str = "") -
         fig.colorbar(im, ax=ax, shrink=0.8)
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
 
 
 def write_report(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:

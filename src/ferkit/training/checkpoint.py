@@ -6,50 +6,23 @@ normalisation (``ModelMeta``) next to the weights.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ferkit.errors import ModelError
+from ferkit.io import atomic_write, atomic_write_bytes, atomic_write_text
 from ferkit.models.registry import ModelMeta, create_model
 
 FORMAT = "ferkit-checkpoint"
-
-
-def _atomic_write(path: str | Path, write: Any, mode: str = "wb") -> Path:
-    """Write through ``write(file)`` to a temporary file in the same folder, fsync, rename over ``path``.
-
-    A reader (or a resumed run) sees the old file or the new one, never half a file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+__all__ = ["atomic_save", "atomic_write", "atomic_write_bytes", "atomic_write_text", "load_checkpoint",
+           "make_checkpoint", "meta_from_checkpoint", "model_from_checkpoint"]
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """torch.save, atomically."""
-    return _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return _atomic_write(path, lambda f: f.write(text), mode="w")
-
-
-def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
-    return _atomic_write(path, lambda f: f.write(data))
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def make_checkpoint(model: torch.nn.Module, meta: ModelMeta, **state: Any) -> dict[str, Any]:

@@ -52,6 +52,13 @@ def prepare_training_data(cfg: TrainConfig, dataset: FaceDataset) -> TrainingDat
         raise ConfigError(f"balance: unknown method {cfg.balance!r}; use one of {', '.join(BALANCE_METHODS)}")
     if cfg.protocol not in ("official", "study"):
         raise ConfigError(f"protocol: use 'official' or 'study', not {cfg.protocol!r}")
+    if cfg.protocol == "official":
+        # PrivateTest is the held-out report split: nothing trains, selects or schedules on it.
+        if "PrivateTest" in (cfg.train_split, cfg.val_split):
+            raise ConfigError("PrivateTest is FER2013's held-out report split: train on Training and "
+                              "validate on PublicTest (report PrivateTest with `ferkit evaluate`)")
+        if cfg.train_split == cfg.val_split:
+            raise ConfigError(f"train_split and val_split are both {cfg.train_split!r}")
     if cfg.augment.subset not in ("all", "balanced"):
         raise ConfigError(f"augment.subset: use 'all' or 'balanced', not {cfg.augment.subset!r}")
     # The study protocol pools, subsamples (max_train_images) and resamples *before* its split.

@@ -21,10 +21,14 @@ import torch.nn.functional as F
 from ferkit.config import TrainConfig, to_dict
 from ferkit.data.augment import augment_batch
 from ferkit.errors import ConfigError, ModelError
+from ferkit.io import atomic_write
 from ferkit.models.registry import ModelMeta, create_model
 from ferkit.models.transforms import center_crop, normalize
 from ferkit.training.checkpoint import atomic_save, atomic_write_text, load_checkpoint, make_checkpoint
 from ferkit.training.data import TrainingData, prepare_training_data
+
+# What an interrupted run may change when it resumes; everything else must match the run's config.
+RESUME_MAY_CHANGE = frozenset({"epochs", "early_stopping", "threads", "device", "progress", "out", "data"})
 
 
 def _device(name: str) -> torch.device:
@@ -119,10 +123,8 @@ def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     b.plot(ep, [h["val_balanced_acc"] for h in history], label="validation, balanced")
     b.set_xlabel("epoch"), b.set_ylabel("accuracy"), b.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None) -> dict[str, Any]:
@@ -152,6 +154,8 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if resume and not last_path.exists():
         raise ConfigError(f"nothing to resume: {last_path} does not exist")
+    if not 0 < cfg.augment.crop <= 48:
+        raise ConfigError(f"augment.crop must be between 1 and the image side 48, got {cfg.augment.crop}")
 
     torch.manual_seed(cfg.seed + rank)
     if data is None:
@@ -193,7 +197,14 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
     start_epoch, best, since_best, history = 1, -1.0, 0, []
     if resume:
         ck = load_checkpoint(last_path, map_location="cpu")
-        model.load_state_dict(ck["model"])
+        changed = [k for k, v in to_dict(cfg).items() if k not in RESUME_MAY_CHANGE and ck["config"].get(k) != v]
+        if changed:
+            raise ConfigError(f"--resume with settings that differ from the run's own ({', '.join(changed)}); "
+                              f"only {', '.join(sorted(RESUME_MAY_CHANGE))} may change")
+        try:
+            model.load_state_dict(ck["model"])
+        except RuntimeError as e:
+            raise ModelError(f"{last_path} does not fit {cfg.model}: {str(e).splitlines()[0]}") from None
         opt.load_state_dict(ck["optimizer"])
         if sched is not None and ck.get("scheduler"):
             sched.load_state_dict(ck["scheduler"])
@@ -231,6 +242,7 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
             batches = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, dynamic_ncols=True)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
+        n_seen = 0
         for step in batches:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             x = augment_batch(x_train[idx], cfg.augment, g_aug)
@@ -246,7 +258,7 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
                 sched.step()
             loss_sum += loss.detach()
             correct += (logits.argmax(1) == y).sum()
-        n_seen = steps_per_epoch * cfg.batch_size
+            n_seen += len(y)
         val = evaluate_arrays(model, meta, x_val, y_val)
         val_acc = val["val_acc"]
         if sched is not None and not per_batch_sched:
@@ -285,5 +297,5 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
 
         dist.barrier()
         dist.destroy_process_group()
-    return {"out": str(out), "best_val_acc": best, "epochs_run": len(history), "stopped_early": stopped_early,
-            "history": history}
+    return {"out": str(out), "best_val_acc": best, "epochs_run": len(history),
+            "epochs_this_run": len(history) - (start_epoch - 1), "stopped_early": stopped_early, "history": history}
