@@ -16,13 +16,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="PublicTest", help="validation split to fit on (default PublicTest)")
     p.add_argument("--tta", default="center", choices=["center", "mirror", "ten_crop"],
                    help="test-time crops the model will be used with (default center)")
+    p.add_argument("--prior-correction", action="store_true",
+                   help="also fit per-class logit offsets -tau*log(class frequency in Training), tau chosen on "
+                        "the validation split for the mean of accuracy and balanced accuracy")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ferkit.evaluation.calibrate import calibrate_checkpoint
 
-    c = calibrate_checkpoint(args.model, args.data, args.out, split=args.split, tta=args.tta)
+    c = calibrate_checkpoint(args.model, args.data, args.out, split=args.split, tta=args.tta,
+                             prior=args.prior_correction)
+    if "prior_tau" in c:
+        print(f"prior correction tau {c['prior_tau']:.2f} on {c['split']}: accuracy "
+              f"{c['accuracy_before']:.4f} -> {c['accuracy_after']:.4f}")
     print(f"temperature {c['temperature']:.3f} fitted on {c['split']} ({c['n']} images, {c['tta']} crops): "
           f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}, NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f};"
           f" wrote {args.out}")

@@ -155,8 +155,14 @@ class CheckpointScorer(Scorer):
     def logits(self, images: np.ndarray, tta: str = "center") -> np.ndarray:
         return predict_logits(self.model, self.meta, images, tta, self.batch_size, self.device)
 
+    def predict_proba(self, images: np.ndarray, tta: str = "center") -> np.ndarray:
+        z = self.logits(images, tta) / self.temperature
+        if self.meta.logit_bias is not None:
+            z = z + np.asarray(self.meta.logit_bias, dtype=z.dtype)
+        return softmax(z)
+
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "model": self.meta.name, "args": dict(self.meta.args),
+        return {**super().describe(), "model": self.meta.name, "logit_bias": self.meta.logit_bias, "args": dict(self.meta.args),
                 "input_size": self.meta.input_size, "classes": self.classes}
 
 

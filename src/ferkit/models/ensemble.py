@@ -41,7 +41,7 @@ from ferkit.evaluation.predict import (
 )
 from ferkit.labels import CLASSES
 from ferkit.models.registry import ModelMeta
-from ferkit.models.transforms import forward_tta
+from ferkit.models.transforms import calibrate_logits, forward_tta
 from ferkit.training.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ferkit.training.checkpoint import atomic_save, meta_from_checkpoint, model_from_checkpoint
 
@@ -83,8 +83,8 @@ class Ensemble(nn.Module):
         self.image_size = metas[0].image_size
 
     def member_logits(self, images: torch.Tensor, tta: str = "center") -> torch.Tensor:
-        """(M, B, C): each member's crop-averaged logits divided by its own temperature."""
-        return torch.stack([forward_tta(m, images, meta, tta) / meta.temperature
+        """(M, B, C): each member's crop-averaged logits, calibrated (its own temperature and offsets)."""
+        return torch.stack([calibrate_logits(forward_tta(m, images, meta, tta), meta)
                             for m, meta in zip(self.members, self.metas)])
 
     def combine_logits(self, member_logits: torch.Tensor) -> torch.Tensor:

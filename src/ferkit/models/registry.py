@@ -27,6 +27,9 @@ class ModelMeta:
     std: float = 0.25
     classes: list[str] = field(default_factory=lambda: list(CLASSES))
     temperature: float = 1.0  # softmax temperature fitted on the validation split (calibration)
+    # Per-class offsets added to logits / temperature: a prior correction fitted on the validation split
+    # (``ferkit calibrate --prior-correction``); None = no offsets.
+    logit_bias: list[float] | None = None
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:

@@ -47,3 +47,11 @@ def forward_tta(model: torch.nn.Module, images: torch.Tensor, meta: ModelMeta, m
     b, k = crops.shape[:2]
     logits = model(crops.reshape(b * k, *crops.shape[2:]))
     return logits.reshape(b, k, -1).mean(dim=1)
+
+
+def calibrate_logits(logits: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
+    """``logits / temperature + logit_bias``: the scores whose softmax is the model's probability."""
+    z = logits / meta.temperature
+    if meta.logit_bias is not None:
+        z = z + torch.tensor(meta.logit_bias, dtype=z.dtype, device=z.device)
+    return z
