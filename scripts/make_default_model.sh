@@ -8,8 +8,8 @@ DATA=${2:-../shared/data/fer2013}
 TTA=${3:-mirror}          # test-time crops the app uses; chosen on PublicTest (see docs/MODEL_CARD.md)
 OUT=outputs/default
 mkdir -p "$OUT"
-# 1. temperature on PublicTest (validation), never PrivateTest
-ferkit calibrate "$RUN/best.pt" --data "$DATA" --tta "$TTA" -o "$OUT/calibrated.pt" | tee "$OUT/calibrate.txt"
+# 1. temperature and prior-correction offsets on PublicTest (validation), never PrivateTest
+ferkit calibrate "$RUN/best.pt" --data "$DATA" --tta "$TTA" --prior-correction -o "$OUT/calibrated.pt" | tee "$OUT/calibrate.txt"
 # 2. one ONNX graph with normalisation, crops and temperature inside; parity-checked against PyTorch
 ferkit export "$OUT/calibrated.pt" -o "$OUT/default.onnx" --tta "$TTA" --data "$DATA" | tee "$OUT/export.txt"
 # 3. the numbers: validation and the held-out report split (also without Training duplicates)
