@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferkit.data.audit import in_other_split
+from ferkit.data.audit import image_hashes, in_other_split
 from ferkit.data.load import load_dataset
 from ferkit.inference.recognizer import Recognizer
 from ferkit.labels import CLASSES
@@ -21,8 +21,11 @@ pub = ds.split("PublicTest")
 fresh = ~in_other_split(ds, "PublicTest")  # not a copy of a Training image
 probs = Recognizer.load().predict_proba(list(pub.images))
 out.mkdir(parents=True, exist_ok=True)
+hashes = image_hashes(pub.images)
+first = np.zeros(len(pub), bool)
+first[np.unique(hashes, return_index=True)[1]] = True  # one image per group of identical ones
 for c, name in enumerate(CLASSES):
-    idx = np.flatnonzero((pub.labels == c) & (probs.argmax(1) == c) & fresh)
+    idx = np.flatnonzero((pub.labels == c) & (probs.argmax(1) == c) & fresh & first)
     for rank, i in enumerate(idx[np.argsort(-probs[idx, c])][:2]):
         cv2.imwrite(str(out / f"{name}_{rank}.png"), pub.images[i])
         print(f"{name}_{rank}.png <- {pub.sources[i]} (p={probs[i, c]:.3f})")
