@@ -153,3 +153,27 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert ck["epoch"] == 2
     assert not any(k.startswith("module.") for k in ck["model"])  # saved unwrapped
+
+
+def test_sigkill_mid_run_then_resume(tmp_path):
+    """A run killed with SIGKILL after an epoch's checkpoint resumes from it and finishes."""
+    import signal
+    import time
+
+    csv = write_fer_csv(tmp_path / "fer.csv", n_per_class=8)
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FERKIT_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "train", "--data", str(csv), "--out", str(out),
+                             "model=vgg_fer_w16", "batch_size=8", "epochs=50", "progress=false"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = load_checkpoint(out / "last.pt")["epoch"]  # intact: written atomically
+    assert 1 <= done < 50
+    r = _cli("train", "--out", str(out), "--resume", "epochs=" + str(done + 1), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"epoch {done + 1}:" in r.stdout and load_checkpoint(out / "last.pt")["epoch"] == done + 1
