@@ -12,6 +12,9 @@ import yaml
 
 from ferkit.errors import ConfigError
 
+# Test-time crops: centre 40x40, centre + mirror, or ten-crop (4 corners + centre, and their mirrors).
+TTA_MODES = ("center", "mirror", "ten_crop")
+
 
 @dataclass
 class AugmentConfig:

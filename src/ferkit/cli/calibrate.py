@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ferkit.config import TTA_MODES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="fit a checkpoint's softmax temperature on PublicTest",
@@ -14,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="FER2013 CSV or folders")
     p.add_argument("-o", "--out", required=True, help="where to write the calibrated checkpoint")
     p.add_argument("--split", default="PublicTest", help="validation split to fit on (default PublicTest)")
-    p.add_argument("--tta", default="center", choices=["center", "mirror", "ten_crop"],
+    p.add_argument("--tta", default="center", choices=TTA_MODES,
                    help="test-time crops the model will be used with (default center)")
     p.add_argument("--prior-correction", action="store_true",
                    help="also fit per-class logit offsets -tau*log(class frequency in Training), tau chosen on "

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-TTA_CHOICES = ("center", "mirror", "ten_crop")  # = ferkit.models.transforms.TTA_MODES (kept light to import)
+from ferkit.config import TTA_MODES as TTA_CHOICES
 
 
 def _positive_int(text: str) -> int:

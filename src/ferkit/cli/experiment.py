@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ferkit.config import TTA_MODES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="training-config overrides for every cell, e.g. max_train_images=2000 epochs=1")
-    r.add_argument("--tta", choices=["center", "mirror", "ten_crop"],
+    r.add_argument("--tta", choices=TTA_MODES,
                    help="test-time crops for every evaluation (default: the grid's, ten_crop)")
     r.set_defaults(func=run)
     t = cmds.add_parser("table", help="print (and rewrite) the results table of a results folder")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-TTA_CHOICES = ("center", "mirror", "ten_crop")  # = ferkit.models.transforms.TTA_MODES (light to import)
+from ferkit.config import TTA_MODES as TTA_CHOICES
+
 CALIBRATION_FACES = 512
 PROBE_FACES = 64
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from ferkit.config import TTA_MODES
 from ferkit.errors import FerkitError, InputError
 
 BATCH_IMAGES = 32  # images whose crops go through the engine in one call
@@ -27,7 +28,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=None,
                    help="checkpoint (.pt), ensemble or .onnx file (default: the bundled model)")
     g.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"], help="inference engine")
-    g.add_argument("--tta", default=None, choices=["center", "mirror", "ten_crop"],
+    g.add_argument("--tta", default=None, choices=TTA_MODES,
                    help="test-time crops (default: the model's own; an .onnx file has its crops built in)")
     g.add_argument("--threads", type=int, default=None,
                    help="engine threads (0 or unset: all cores; serve defaults to 1 per request)")

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from ferkit.config import TTA_MODES
 from ferkit.models.registry import ModelMeta
-
-TTA_MODES = ("center", "mirror", "ten_crop")
 
 
 def normalize(x: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
