@@ -32,7 +32,9 @@ def test_health_and_page(client):
     assert "http" not in page.text.split("<body>")[0].replace("http-equiv", "")  # no CDN in the head
     for f in ("app.js", "style.css"):
         assert client.get(f"/static/{f}").status_code == 200
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()  # works offline
+    assert client.get("/static-docs/swagger-ui-bundle.js").status_code == 200
     assert "/api/predict" in client.get("/openapi.json").json()["paths"]
 
 

@@ -97,6 +97,21 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
+def _offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from files installed with ferkit (swagger-ui-bundle), not from a CDN."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/static-docs", StaticFiles(directory=str(swagger_ui_path)), name="static-docs")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Any:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="ferkit API",
+                                   swagger_js_url="/static-docs/swagger-ui-bundle.js",
+                                   swagger_css_url="/static-docs/swagger-ui.css",
+                                   swagger_favicon_url="/static-docs/favicon-32x32.png")
+
+
 def create_app(settings: Settings | None = None, recognizer: Any = None) -> FastAPI:
     """The app. ``recognizer``: an already loaded engine (``ferkit serve`` loads it first to fail early);
     otherwise it is loaded from ``settings.model`` at start-up."""
@@ -120,7 +135,7 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
                                     max_side=settings.live_detect_size or None))
         yield
 
-    app = FastAPI(title="ferkit", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="ferkit", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Find faces in an image and read their expressions (Angry, Disgust, Fear, Happy, Sad, "
                               "Surprise, Neutral).")
     app.state.settings = settings
@@ -153,6 +168,7 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
     app.include_router(api.router)
     app.include_router(live.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _offline_docs(app)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
