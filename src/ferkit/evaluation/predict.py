@@ -23,7 +23,7 @@ from ferkit.errors import ConfigError, InputError, ModelError
 from ferkit.models.registry import ModelMeta
 from ferkit.models.transforms import TTA_MODES, forward_tta
 from ferkit.training.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from ferkit.training.checkpoint import model_from_checkpoint
+from ferkit.training.checkpoint import model_from_checkpoint, read_torch_dict
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -62,6 +62,13 @@ def check_device(device: str | torch.device) -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {device!r} requested but MPS is not available")
     return dev
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else through ``check_device``."""
+    if str(name) == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return check_device(name)
 
 
 def check_tta(tta: str) -> str:
@@ -206,12 +213,8 @@ def _is_torch_zip(path: Path) -> bool:
 
 
 def _load_torch_file(path: Path, batch_size: int, device: str | torch.device) -> Scorer:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch.load fails with many unrelated types on non-torch files
-        raise ModelError(f"{path} is not a readable model file ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    fmt = obj.get("format") if isinstance(obj, dict) else None
+    obj = read_torch_dict(path)
+    fmt = obj.get("format")
     if fmt not in _TORCH_FORMATS:
         ensure_loaders()
     if fmt not in _TORCH_FORMATS:

@@ -75,7 +75,7 @@ def run_cell(grid: Grid, row: Row, protocol: str, dataset: FaceDataset, cfg: Any
     from ferkit.data.study_protocol import cached_study_splits, study_method
     from ferkit.evaluation.evaluate import evaluate_dataset
     from ferkit.evaluation.metrics import compute_metrics
-    from ferkit.evaluation.predict import load_scorer
+    from ferkit.evaluation.predict import load_scorer, resolve_device
     from ferkit.training.data import prepare_training_data
 
     t0 = time.perf_counter()
@@ -95,7 +95,7 @@ def run_cell(grid: Grid, row: Row, protocol: str, dataset: FaceDataset, cfg: Any
             train_summary = _train(cfg, data, cell, log)
         del data
     leakage = _read(cell / "leakage.json")
-    scorer = load_scorer(cell / "best.pt", device=_eval_device(cfg.device))
+    scorer = load_scorer(cell / "best.pt", device=resolve_device(cfg.device))
     if study:
         parts = cached_study_splits(dataset, study_method(cfg.balance), cfg.seed, cfg.max_train_images)
         metrics = compute_metrics(scorer.predict_proba(parts.test.images, tta), parts.test.labels)
@@ -121,14 +121,6 @@ def run_cell(grid: Grid, row: Row, protocol: str, dataset: FaceDataset, cfg: Any
     if study and leakage:
         log(f"  {format_leakage(leakage)}")
     return result
-
-
-def _eval_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def _read_yaml(path: Path) -> Any:

@@ -43,7 +43,12 @@ from ferkit.labels import CLASSES
 from ferkit.models.registry import ModelMeta
 from ferkit.models.transforms import calibrate_logits, forward_tta
 from ferkit.training.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from ferkit.training.checkpoint import atomic_save, meta_from_checkpoint, model_from_checkpoint
+from ferkit.training.checkpoint import (
+    atomic_save,
+    meta_from_checkpoint,
+    model_from_checkpoint,
+    read_torch_dict,
+)
 
 FORMAT = "ferkit-ensemble"
 COMBINE_MODES = ("prob", "logit", "learned")
@@ -134,7 +139,7 @@ def fit_weights(member_probs: torch.Tensor, labels: torch.Tensor, steps: int = 2
 
 
 def _member_entry(path: str | Path) -> dict[str, Any]:
-    ckpt = _read(path)
+    ckpt = read_torch_dict(path)
     if ckpt.get("format") == FORMAT:
         raise ModelError(f"{path} is an ensemble; members must be single-model checkpoints")
     if ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -170,22 +175,8 @@ def save_ensemble(ens: dict[str, Any], path: str | Path) -> None:
     atomic_save(ens, path)
 
 
-def _read(path: str | Path) -> dict[str, Any]:
-    """torch.load with weights_only=True; ModelError unless it is a dict."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"model file not found: {p}")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch.load fails with many unrelated types on non-torch files
-        raise ModelError(f"{p} is not a readable ferkit model ({type(e).__name__}: {e})") from None
-    if not isinstance(obj, dict):
-        raise ModelError(f"{p} is not a ferkit model file")
-    return obj
-
-
 def load_ensemble_dict(path: str | Path) -> dict[str, Any]:
-    ens = _read(path)
+    ens = read_torch_dict(path)
     if ens.get("format") != FORMAT:
         raise ModelError(f"{path} is not a ferkit ensemble")
     return ens
@@ -222,7 +213,7 @@ def is_ensemble_file(path: str | Path) -> bool:
 
 def load_torch(path: str | Path, device: str | torch.device = "cpu") -> Ensemble:
     """A checkpoint or an ensemble file -> ``Ensemble`` (a checkpoint becomes an ensemble of one)."""
-    obj = _read(path)
+    obj = read_torch_dict(path)
     if obj.get("format") == FORMAT:
         return ensemble_from_dict(obj, device=device)
     if obj.get("format") == CHECKPOINT_FORMAT:

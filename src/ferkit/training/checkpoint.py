@@ -17,7 +17,7 @@ from ferkit.models.registry import ModelMeta, create_model
 
 FORMAT = "ferkit-checkpoint"
 __all__ = ["atomic_save", "atomic_write", "atomic_write_bytes", "atomic_write_text", "load_checkpoint",
-           "make_checkpoint", "meta_from_checkpoint", "model_from_checkpoint"]
+           "make_checkpoint", "meta_from_checkpoint", "model_from_checkpoint", "read_torch_dict"]
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -32,17 +32,29 @@ def make_checkpoint(model: torch.nn.Module, meta: ModelMeta, **state: Any) -> di
     return {"format": FORMAT, "version": 1, "meta": dataclasses.asdict(meta), "model": weights, **state}
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict safely (no arbitrary unpickling) and check that it is one of ours."""
+def read_torch_dict(path: str | Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` of a file that must hold a dict; ModelError otherwise.
+
+    Never unpickles arbitrary objects; every failure is one clear line.
+    """
     p = Path(path)
     if not p.is_file():
-        raise ModelError(f"checkpoint not found: {p}")
+        raise ModelError(f"model file not found: {p}")
     try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
-        raise ModelError(f"{p} is not a readable ferkit checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ModelError(f"{p} is not a ferkit checkpoint")
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch.load fails with many unrelated types on non-torch files
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ModelError(f"{p} is not a readable model file ({type(e).__name__}: {first})") from None
+    if not isinstance(obj, dict):
+        raise ModelError(f"{p} is not a ferkit model file")
+    return obj
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict safely (tensors on the CPU) and check that it is one of ours."""
+    ckpt = read_torch_dict(path)
+    if ckpt.get("format") != FORMAT:
+        raise ModelError(f"{path} is not a ferkit checkpoint")
     return ckpt
 
 

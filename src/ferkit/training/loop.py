@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from ferkit.config import TrainConfig, to_dict
 from ferkit.data.augment import augment_batch
 from ferkit.errors import ConfigError, ModelError
+from ferkit.evaluation.predict import resolve_device
 from ferkit.io import atomic_write
 from ferkit.models.registry import ModelMeta, create_model
 from ferkit.models.transforms import center_crop, normalize
@@ -29,14 +30,6 @@ from ferkit.training.data import TrainingData, prepare_training_data
 
 # What an interrupted run may change when it resumes; everything else must match the run's config.
 RESUME_MAY_CHANGE = frozenset({"epochs", "early_stopping", "threads", "device", "progress", "out", "data"})
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
-    return torch.device(name)
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -136,7 +129,7 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
 
     rank, local_rank, world = _dist_info()
     distributed = world > 1
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     if distributed:
         import torch.distributed as dist
 
@@ -196,7 +189,7 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
     gens = {"cpu": g_cpu, "aug": g_aug}
     start_epoch, best, since_best, history = 1, -1.0, 0, []
     if resume:
-        ck = load_checkpoint(last_path, map_location="cpu")
+        ck = load_checkpoint(last_path)
         changed = [k for k, v in to_dict(cfg).items() if k not in RESUME_MAY_CHANGE and ck["config"].get(k) != v]
         if changed:
             raise ConfigError(f"--resume with settings that differ from the run's own ({', '.join(changed)}); "
