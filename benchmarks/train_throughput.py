@@ -128,7 +128,7 @@ def main() -> None:
         if name.startswith("batch"):
             yt = torch.from_numpy(labels.astype(np.int64)).to(device)
 
-            def batches():
+            def batches(yt=yt):
                 for i in range(args.steps + 1):
                     sl = slice(i * args.batch_size, (i + 1) * args.batch_size)
                     yield (augment_batch(xt[sl], cfg, g) / 255.0 - 0.5) / 0.25, yt[sl]
