@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,13 @@ def to_face_input(img: np.ndarray, size: int = 48) -> np.ndarray:
     return g
 
 
+def pil_to_array(img: Any) -> np.ndarray:
+    """A PIL image as a uint8 gray, RGB or RGBA array (palette, CMYK, 16-bit... converted)."""
+    if img.mode not in ("L", "RGB", "RGBA"):
+        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+    return np.asarray(img)
+
+
 def decode_image(data: bytes | bytearray | memoryview, name: str = "image") -> np.ndarray:
     """Decode encoded image bytes to an RGB (or gray) uint8 array; InputError if not an image."""
     from io import BytesIO
@@ -72,9 +80,7 @@ def decode_image(data: bytes | bytearray | memoryview, name: str = "image") -> n
                 raise InputError(f"{name}: image too large ({im.width}x{im.height} pixels)")
             im.load()
             im = ImageOps.exif_transpose(im)  # phone photos: apply the stored rotation
-            if im.mode not in ("L", "RGB", "RGBA"):
-                im = im.convert("RGBA" if "A" in im.mode else "RGB")
-            return np.asarray(im)
+            return pil_to_array(im)
     except InputError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:

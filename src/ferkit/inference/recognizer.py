@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ferkit.data.images import to_face_input
+from ferkit.data.images import pil_to_array, to_face_input
 from ferkit.errors import InputError, ModelError
 from ferkit.labels import CLASSES
 
@@ -52,11 +52,6 @@ def default_model_path() -> Path:
                          "a checkpoint (.pt), an ensemble or an exported .onnx")
     return p
 
-
-def _pil_to_array(img: Any) -> np.ndarray:
-    if img.mode not in ("L", "RGB", "RGBA"):
-        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
-    return np.asarray(img)
 
 
 def _is_pil(x: Any) -> bool:
@@ -98,7 +93,7 @@ def prepare_faces(faces: Any, size: int = 48) -> np.ndarray:
     for i, item in enumerate(items):
         try:
             if _is_pil(item):
-                item = _pil_to_array(item)
+                item = pil_to_array(item)
             elif not isinstance(item, np.ndarray):
                 if not hasattr(item, "__array__"):
                     raise InputError(f"expected a numpy array or PIL image, got {type(item).__name__}")
