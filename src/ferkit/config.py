@@ -61,6 +61,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     finetune_from: str | None = None  # checkpoint whose weights initialise the model
+    # Knowledge distillation: a checkpoint or ensemble file whose softened predictions the student also fits.
+    teacher: str | None = None
+    distill_alpha: float = 0.5  # weight of the distillation term (1 - alpha on the labels)
+    distill_temperature: float = 4.0
     max_train_images: int = 0  # 0 = all; >0 subsamples the training split (quick runs)
     seed: int = 0
     device: str = "auto"  # auto|cpu|cuda|cuda:N

@@ -27,6 +27,7 @@ from ferkit.models.registry import ModelMeta, create_model
 from ferkit.models.transforms import center_crop, normalize
 from ferkit.training.checkpoint import atomic_save, atomic_write_text, load_checkpoint, make_checkpoint
 from ferkit.training.data import TrainingData, prepare_training_data
+from ferkit.training.distill import Teacher, check_distill_config, distillation_loss
 
 # What an interrupted run may change when it resumes; everything else must match the run's config.
 RESUME_MAY_CHANGE = frozenset({"epochs", "early_stopping", "threads", "device", "progress", "out", "data"})
@@ -149,6 +150,7 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
         raise ConfigError(f"nothing to resume: {last_path} does not exist")
     if not 0 < cfg.augment.crop <= 48:
         raise ConfigError(f"augment.crop must be between 1 and the image side 48, got {cfg.augment.crop}")
+    check_distill_config(cfg.teacher, cfg.distill_alpha, cfg.distill_temperature)
 
     torch.manual_seed(cfg.seed + rank)
     if data is None:
@@ -177,6 +179,7 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
         except RuntimeError as e:
             raise ModelError(f"finetune_from: weights do not fit {cfg.model}: {str(e).splitlines()[0]}") from None
         meta.mean, meta.std = src["meta"]["mean"], src["meta"]["std"]
+    teacher = Teacher(cfg.teacher, device, cfg.augment.crop, meta.classes) if cfg.teacher else None
     steps_per_epoch = max(1, len(y_train) // (cfg.batch_size * world))
     opt = make_optimizer(cfg, model.parameters())
     sched = make_scheduler(cfg, opt, steps_per_epoch)
@@ -190,7 +193,9 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
     start_epoch, best, since_best, history = 1, -1.0, 0, []
     if resume:
         ck = load_checkpoint(last_path)
-        changed = [k for k, v in to_dict(cfg).items() if k not in RESUME_MAY_CHANGE and ck["config"].get(k) != v]
+        # Fields added to TrainConfig after the run started take their defaults.
+        run_cfg = {**to_dict(TrainConfig()), **ck["config"]}
+        changed = [k for k, v in to_dict(cfg).items() if k not in RESUME_MAY_CHANGE and run_cfg.get(k) != v]
         if changed:
             raise ConfigError(f"--resume with settings that differ from the run's own ({', '.join(changed)}); "
                               f"only {', '.join(sorted(RESUME_MAY_CHANGE))} may change")
@@ -238,12 +243,16 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
         n_seen = 0
         for step in batches:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x = augment_batch(x_train[idx], cfg.augment, g_aug)
-            x = (x / 255.0 - meta.mean) / meta.std
+            crops = augment_batch(x_train[idx], cfg.augment, g_aug)
+            x = (crops / 255.0 - meta.mean) / meta.std
             y = y_train[idx]
             with amp:
                 logits = ddp_model(x)
+                soft = teacher.soft_targets(crops, cfg.distill_temperature) if teacher else None
             loss = F.cross_entropy(logits.float(), y, weight=class_w, label_smoothing=cfg.label_smoothing)
+            if soft is not None:
+                loss = ((1 - cfg.distill_alpha) * loss
+                        + cfg.distill_alpha * distillation_loss(logits, soft, cfg.distill_temperature))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

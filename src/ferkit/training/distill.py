@@ -1,0 +1,63 @@
+"""Knowledge distillation: a frozen teacher (checkpoint or ensemble) guides the student.
+
+The teacher sees the student's own augmented crop (so the targets match what the student saw) and
+gives softened probabilities; the student's loss becomes
+
+    (1 - alpha) * cross_entropy(student, label) + alpha * T^2 * KL(teacher_T || student_T)
+
+with ``p_T = softmax(logits / T)`` (Hinton et al., 2015; the T^2 keeps the gradient scale independent
+of T). An ensemble teacher gives its members' weighted mean of softened probabilities. Calibration
+temperatures and prior offsets in the teacher's metadata are ignored: distillation uses raw logits.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ferkit.errors import ConfigError
+
+
+class Teacher:
+    """A frozen model (or ensemble) that turns augmented [0,255] crops into soft targets."""
+
+    def __init__(self, path: str | Path, device: torch.device, crop: int, classes: list[str]) -> None:
+        from ferkit.models.ensemble import load_torch
+
+        with torch.random.fork_rng(devices=[]):  # building the members must not shift the run's RNG
+            ens = load_torch(path, device=device)
+        if list(ens.classes) != list(classes):
+            raise ConfigError(f"teacher {path} predicts {ens.classes}, the student {classes}")
+        for meta in ens.metas:
+            if meta.input_size != crop:
+                raise ConfigError(f"teacher {path} expects {meta.input_size}x{meta.input_size} crops, "
+                                  f"the student is trained on {crop}x{crop} (augment.crop)")
+        for p in ens.parameters():
+            p.requires_grad_(False)
+        self.ensemble = ens
+        self.path = str(path)
+
+    @torch.no_grad()
+    def soft_targets(self, crops: torch.Tensor, temperature: float) -> torch.Tensor:
+        """(B, 1, crop, crop) float in [0, 255] -> (B, C) teacher probabilities at ``temperature``."""
+        ens = self.ensemble
+        probs = [torch.softmax(model((crops / 255.0 - meta.mean) / meta.std).float() / temperature, dim=-1)
+                 for model, meta in zip(ens.members, ens.metas)]
+        w = ens.weights.to(probs[0].dtype).view(-1, 1, 1)
+        return (torch.stack(probs) * w).sum(0)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(teacher || student), both softened by T, averaged over the batch."""
+    log_p = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    return F.kl_div(log_p, teacher_probs, reduction="batchmean") * temperature ** 2
+
+
+def check_distill_config(teacher: str | None, alpha: float, temperature: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"distill_alpha must be between 0 and 1, got {alpha}")
+    if not temperature > 0:
+        raise ConfigError(f"distill_temperature must be positive, got {temperature}")
+    if teacher is not None and not Path(teacher).is_file():
+        raise ConfigError(f"teacher not found: {teacher}")
