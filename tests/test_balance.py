@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import make_synthetic
 
-from ferkit.config import AugmentConfig, TrainConfig
+from ferkit.config import AugmentConfig, CopyAugmentConfig, TrainConfig
 from ferkit.data.audit import image_hashes
 from ferkit.data.balance import (
     RESAMPLE_METHODS,
@@ -109,12 +109,14 @@ def test_official_protocol_resamples_the_training_split_only(balance, tmp_path):
 
 def test_balanced_subset_augmentation():
     x, y = imbalanced()
-    flip = AugmentConfig(hflip=1.0, rotation=0.0, noise_std=0.0)
+    # The loop's own settings (rotation 10 by default) do not reach the copies: only augment.copies does.
+    flip = AugmentConfig(copies=CopyAugmentConfig(hflip=1.0, rotation=0.0, noise_std=0.0))
     xa, ya = augment_balanced_subset(x, y, flip, seed=0)
     assert np.bincount(ya).tolist() == [4] * 7 and xa.dtype == np.uint8  # 4 = the smallest class
     flipped = {h for h in image_hashes(x[:, :, ::-1])}
     assert all(h in flipped for h in image_hashes(xa))  # flip-only copies are exact mirror images
-    noisy = AugmentConfig(hflip=0.5, rotation=15.0, noise_std=0.1, noise_prob=1.0)
+    noisy = AugmentConfig(hflip=0.0, rotation=0.0, copies=CopyAugmentConfig(hflip=0.5, rotation=15.0, noise_std=0.1,
+                                                                             noise_prob=1.0))
     xb, _ = augment_balanced_subset(x, y, noisy, seed=0)
     xc, _ = augment_balanced_subset(x, y, noisy, seed=0)
     assert np.array_equal(xb, xc) and not np.isin(image_hashes(xb), image_hashes(x)).any()

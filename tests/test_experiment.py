@@ -25,7 +25,8 @@ def test_shipped_grid_has_the_study_rows():
     assert g.cell_config(g.row("baseline"), "official", "cpu", data="d", out="o").epochs == 5
     assert g.budget("cpu").evaluate == {"tta": "center"} and g.evaluate["tta"] == "ten_crop"
     full = g.cell_config(g.row("aug_flip_rot"), "official", "full", data="d", out="o")
-    assert (full.model, full.augment.subset, full.augment.rotation) == ("vgg_fer", "balanced", 15.0)
+    assert (full.model, full.augment.subset, full.augment.copies.rotation) == ("vgg_fer", "balanced", 15.0)
+    assert full.augment.rotation == 10.0  # the loop's own augmentation keeps the tuned config's settings
 
 
 def imbalanced_csv(path):

@@ -17,6 +17,19 @@ TTA_MODES = ("center", "mirror", "ten_crop")
 
 
 @dataclass
+class CopyAugmentConfig:
+    """The study's transforms for the added copies of a class-balanced subset (``augment.subset: balanced``).
+
+    Separate from the per-batch augmentation, so the study's rows change only the copies.
+    """
+
+    hflip: float = 0.5  # probability
+    rotation: float = 15.0  # degrees, uniform in [-r, r]
+    noise_std: float = 0.0  # upper end of the Gaussian noise sigma (on [0,1] pixels); 0 = off
+    noise_prob: float = 0.0
+
+
+@dataclass
 class AugmentConfig:
     """Batch-wise augmentation applied on the training device (see ferkit.data.augment)."""
 
@@ -29,7 +42,10 @@ class AugmentConfig:
     noise_prob: float = 0.0
     brightness: float = 0.0  # max relative change of brightness/contrast; 0 = off
     crop: int = 40  # side of the random crop fed to the model
-    subset: str = "all"  # "all" or "balanced": augment a random class-balanced subset (the study's way)
+    # "balanced": also add augmented copies of a random class-balanced subset, transformed by ``copies``
+    # (the study's augmentation); "all": no copies, only the per-batch augmentation above.
+    subset: str = "all"
+    copies: CopyAugmentConfig = field(default_factory=CopyAugmentConfig)
     enabled: bool = True
 
 

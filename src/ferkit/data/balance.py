@@ -300,10 +300,10 @@ def augment_balanced_subset(images: np.ndarray, labels: np.ndarray, augment: Any
 
     Draws ``per_class`` images of every present class without replacement (default: the smallest
     class's count — the largest balanced subset there is), applies the flip / rotation / Gaussian noise
-    of ``augment`` (an ``AugmentConfig``: ``hflip`` probability, ``rotation`` range in degrees,
+    of ``augment.copies`` (a ``CopyAugmentConfig``: ``hflip`` probability, ``rotation`` range in degrees,
     ``noise_std`` upper end of sigma, ``noise_prob``) at full size, batch-wise and seeded, and returns
     only the copies (uint8) and their labels, for the caller to append to the training set.
-    Zoom, shift, erasing and brightness are left to the per-batch augmentation of the training loop.
+    The rest of ``augment`` is the training loop's per-batch augmentation and does not apply here.
     """
     import torch
 
@@ -317,8 +317,10 @@ def augment_balanced_subset(images: np.ndarray, labels: np.ndarray, augment: Any
         raise ConfigError(f"balanced subset: {n} per class, but the smallest class has {counts[present].min()}")
     rng = np.random.default_rng(seed)
     rows = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), n, replace=False) for c in present]))
+    c = augment.copies
     policy = dataclasses.replace(augment, scale=(1.0, 1.0), translate=0.0, erasing=0.0, brightness=0.0,
-                                 crop=images.shape[-1], enabled=True)
+                                 hflip=c.hflip, rotation=c.rotation, noise_std=c.noise_std,
+                                 noise_prob=c.noise_prob, crop=images.shape[-1], enabled=True)
     g = torch.Generator(device=device).manual_seed(seed)
     out = []
     for i in range(0, len(rows), batch_size):

@@ -121,6 +121,14 @@ def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the fields it lacks (added to ferkit since) filled in, at any depth."""
+    out = dict(defaults)
+    for k, v in saved.items():
+        out[k] = _with_defaults(v, defaults[k]) if isinstance(v, dict) and isinstance(defaults.get(k), dict) else v
+    return out
+
+
 def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None) -> dict[str, Any]:
     """Train ``cfg.model`` as configured; returns a summary. Writes to ``cfg.out``:
     ``last.pt`` (full state, for --resume), ``best.pt`` (best validation accuracy), ``metrics.jsonl``,
@@ -194,7 +202,7 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
     if resume:
         ck = load_checkpoint(last_path)
         # Fields added to TrainConfig after the run started take their defaults.
-        run_cfg = {**to_dict(TrainConfig()), **ck["config"]}
+        run_cfg = _with_defaults(ck["config"], to_dict(TrainConfig()))
         changed = [k for k, v in to_dict(cfg).items() if k not in RESUME_MAY_CHANGE and run_cfg.get(k) != v]
         if changed:
             raise ConfigError(f"--resume with settings that differ from the run's own ({', '.join(changed)}); "
