@@ -1,4 +1,7 @@
-"""Copy outputs/default/default.onnx into the package with a small JSON card (metrics, checksum)."""
+"""Copy outputs/default/default.onnx into the package with a small JSON card (metrics, checksum, runs).
+
+    python scripts/bundle_default_model.py outputs/default runs/w32 [runs/w32c2 ...]
+"""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-out, run = Path(sys.argv[1]), Path(sys.argv[2])
+out, runs = Path(sys.argv[1]), [Path(r) for r in sys.argv[2:]]
 dest = Path(__file__).resolve().parents[1] / "src" / "ferkit" / "weights"
 dest.mkdir(parents=True, exist_ok=True)
 shutil.copyfile(out / "default.onnx", dest / "default.onnx")
@@ -27,8 +30,10 @@ card = {
     "file": "default.onnx",
     "sha256": sha,
     "bytes": (dest / "default.onnx").stat().st_size,
-    "trained_from": str(run),
-    "config": yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else None,
+    # One run, or the members of a mean-of-softmax ensemble.
+    "trained_from": [str(r) for r in runs],
+    "configs": [yaml.safe_load((r / "config.yaml").read_text()) if (r / "config.yaml").exists() else None
+                for r in runs],
     "public": headline(out / "public" / "metrics.json"),
     "private": headline(out / "private" / "metrics.json"),
 }
