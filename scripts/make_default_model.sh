@@ -8,7 +8,7 @@ RUNS=${1:-runs/w32}       # one run, or several separated by commas (members of 
 DATA=${2:-../shared/data/fer2013}
 TTA=${3:-center}          # test-time crops the app uses; chosen on PublicTest (see docs/MODEL_CARD.md)
 PRECISION=${4:-fp32}      # fp32 | fp16 (half the file; keeps two w32 members under the 20 MB budget)
-OUT=outputs/default
+OUT=${OUT:-outputs/default}  # NO_BUNDLE=1 stops before copying into the package (a dry run)
 mkdir -p "$OUT"
 IFS=, read -ra RUN_LIST <<< "$RUNS"
 # 1. each member: temperature and prior-correction offsets on PublicTest (validation), never PrivateTest
@@ -32,4 +32,4 @@ ferkit export "$MODEL" -o "$OUT/default.onnx" --tta "$TTA" --data "$DATA" "${EXT
 ferkit evaluate "$OUT/default.onnx" --data "$DATA" --split PublicTest -o "$OUT/public" | tee "$OUT/public.txt"
 ferkit evaluate "$OUT/default.onnx" --data "$DATA" --split PrivateTest -o "$OUT/private" | tee "$OUT/private.txt"
 # 4. ship it
-python scripts/bundle_default_model.py "$OUT" "${RUN_LIST[@]}"
+[ "${NO_BUNDLE:-0}" = 1 ] || python scripts/bundle_default_model.py "$OUT" "${RUN_LIST[@]}"
