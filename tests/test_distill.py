@@ -21,7 +21,8 @@ def teachers(tmp_path_factory):
     fit(tiny_cfg(root / "a", epochs=2), data=tiny_data())
     fit(tiny_cfg(root / "b", epochs=1, seed=9), data=tiny_data())
     ens = root / "ens.pt"
-    save_ensemble(build_ensemble([root / "a" / "best.pt", root / "b" / "best.pt"], weights=[3, 1]), ens)
+    save_ensemble(build_ensemble([root / "a" / "best.pt", root / "b" / "best.pt"], weights=[3, 1],
+                                 combine="learned"), ens)  # weights count in "learned" combination
     return root / "a" / "best.pt", root / "b" / "best.pt", ens
 
 

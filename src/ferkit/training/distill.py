@@ -6,8 +6,9 @@ gives softened probabilities; the student's loss becomes
     (1 - alpha) * cross_entropy(student, label) + alpha * T^2 * KL(teacher_T || student_T)
 
 with ``p_T = softmax(logits / T)`` (Hinton et al., 2015; the T^2 keeps the gradient scale independent
-of T). An ensemble teacher gives its members' weighted mean of softened probabilities. Calibration
-temperatures and prior offsets in the teacher's metadata are ignored: distillation uses raw logits.
+of T). An ensemble teacher combines its members' softened logits by its own rule (``Ensemble.combine_logits``:
+mean or learned weights of probabilities, or mean logits). The members' calibration temperatures and
+prior offsets are ignored: distillation uses their raw logits.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ferkit.errors import ConfigError
+from ferkit.models.transforms import normalize
 
 
 class Teacher:
@@ -42,10 +44,8 @@ class Teacher:
     def soft_targets(self, crops: torch.Tensor, temperature: float) -> torch.Tensor:
         """(B, 1, crop, crop) float in [0, 255] -> (B, C) teacher probabilities at ``temperature``."""
         ens = self.ensemble
-        probs = [torch.softmax(model((crops / 255.0 - meta.mean) / meta.std).float() / temperature, dim=-1)
-                 for model, meta in zip(ens.members, ens.metas)]
-        w = ens.weights.to(probs[0].dtype).view(-1, 1, 1)
-        return (torch.stack(probs) * w).sum(0)
+        logits = torch.stack([model(normalize(crops, meta)).float() for model, meta in zip(ens.members, ens.metas)])
+        return ens.combine_logits(logits / temperature)
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:

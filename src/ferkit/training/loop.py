@@ -252,7 +252,7 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
         for step in batches:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             crops = augment_batch(x_train[idx], cfg.augment, g_aug)
-            x = (crops / 255.0 - meta.mean) / meta.std
+            x = normalize(crops, meta)
             y = y_train[idx]
             with amp:
                 logits = ddp_model(x)
