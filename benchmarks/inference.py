@@ -27,8 +27,8 @@ import torch
 
 from ferkit import create_model
 from ferkit.inference.export import export_onnx, probe_images
-from ferkit.inference.onnx_model import OnnxModel
 from ferkit.models.ensemble import Ensemble
+from ferkit.models.onnx import OnnxModel
 from ferkit.models.registry import ModelMeta
 
 CROPS = {"center": 1, "mirror": 2, "ten_crop": 10}
@@ -72,7 +72,7 @@ def matmul_peak(seconds: float = 2.0, n: int = 2048, threads: int | None = None)
                               [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = min(proto.ir_version, onnx.IR_VERSION)
-    from ferkit.inference.onnx_model import make_session
+    from ferkit.models.onnx import make_session
 
     sess = make_session(proto.SerializeToString(), threads)
     feeds = {"a": a.numpy(), "b": b.numpy()}

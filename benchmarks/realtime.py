@@ -52,14 +52,14 @@ def resolve_model(args: argparse.Namespace, tmp: Path) -> tuple[str | None, str]
         import torch
 
         from ferkit.models import ModelMeta, create_model
-        from ferkit.training.checkpoint import atomic_save, make_checkpoint
+        from ferkit.training.checkpoint import save_checkpoint
 
         path = tmp / f"{args.arch}.pt"
         if args.arch == "vgg_fer_w16":
             tiny_checkpoint(path)
         else:
             torch.manual_seed(0)
-            atomic_save(make_checkpoint(create_model(args.arch), ModelMeta(name=args.arch, args={})), path)
+            save_checkpoint(create_model(args.arch), ModelMeta(name=args.arch, args={}), path)
         return str(path), f"untrained {args.arch} (no bundled model yet; speed does not depend on weights)"
 
 

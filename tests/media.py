@@ -122,10 +122,10 @@ def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     import torch
 
     from ferkit.models import ModelMeta, create_model
-    from ferkit.training.checkpoint import atomic_save, make_checkpoint
+    from ferkit.training.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
-    atomic_save(make_checkpoint(create_model("vgg_fer_w16"), ModelMeta(name="vgg_fer_w16", args={})), path)
+    save_checkpoint(create_model("vgg_fer_w16"), ModelMeta(name="vgg_fer_w16", args={}), path)
     return path
 
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from ferkit.cli import main
-from ferkit.evaluation.predict import load_scorer
+from ferkit.evaluation.scorers import load_scorer
 from ferkit.models import ModelMeta, create_model
-from ferkit.training.checkpoint import atomic_save, load_checkpoint, make_checkpoint
+from ferkit.models.checkpoint import load_checkpoint, save_torch
+from ferkit.training.checkpoint import make_checkpoint
 
 
 @pytest.fixture
@@ -18,7 +19,7 @@ def overconfident_ckpt(tmp_path):
     with torch.no_grad():  # huge logits -> over-confident -> T > 1
         model.classifier[-1].weight.mul_(50)
     path = tmp_path / "m.pt"
-    atomic_save(make_checkpoint(model, ModelMeta(name="vgg_fer_w16")), path)
+    save_torch(make_checkpoint(model, ModelMeta(name="vgg_fer_w16")), path)
     return path
 
 

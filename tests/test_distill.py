@@ -8,8 +8,8 @@ from test_training import tiny_cfg, tiny_data
 
 from ferkit.config import AugmentConfig
 from ferkit.errors import ConfigError
+from ferkit.models.checkpoint import load_checkpoint, model_from_checkpoint, save_torch
 from ferkit.models.ensemble import build_ensemble, save_ensemble
-from ferkit.training.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint
 from ferkit.training.data import TrainingData
 from ferkit.training.distill import Teacher, distillation_loss
 from ferkit.training.loop import fit
@@ -84,7 +84,7 @@ def test_a_student_fits_its_teacher(teachers, tmp_path):
     ck = load_checkpoint(a)
     last = [k for k in ck["model"] if k.endswith("weight")][-1]
     ck["model"][last] = ck["model"][last] * 20
-    atomic_save(ck, tmp_path / "teacher.pt")
+    save_torch(ck, tmp_path / "teacher.pt")
     data = tiny_data()
     noise = TrainingData(data.train_images, np.random.default_rng(1).permutation(data.train_labels),
                          data.val_images, data.val_labels)
@@ -115,5 +115,5 @@ def test_runs_saved_before_new_config_fields_still_resume(tmp_path):
     for k in ("teacher", "distill_alpha", "distill_temperature"):
         del ck["config"][k]
     del ck["config"]["augment"]["copies"]  # a nested field added since
-    atomic_save(ck, last)
+    save_torch(ck, last)
     assert fit(tiny_cfg(tmp_path / "run", epochs=2), data=tiny_data(), resume=True)["epochs_run"] == 2

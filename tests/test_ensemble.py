@@ -8,6 +8,7 @@ import torch
 from ferkit import create_model
 from ferkit.cli import main
 from ferkit.errors import ModelError
+from ferkit.models.checkpoint import save_torch
 from ferkit.models.ensemble import (
     Ensemble,
     build_ensemble,
@@ -18,7 +19,7 @@ from ferkit.models.ensemble import (
 )
 from ferkit.models.registry import ModelMeta
 from ferkit.models.transforms import forward_tta
-from ferkit.training.checkpoint import atomic_save, make_checkpoint
+from ferkit.training.checkpoint import make_checkpoint
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -30,7 +31,7 @@ def one_torch_thread():  # tiny models: as fast on one thread; OpenMP threads cr
 
 def save_member(path, seed: int, temperature: float = 1.0):
     torch.manual_seed(seed)
-    atomic_save(make_checkpoint(create_model("vgg_fer_w16"), ModelMeta("vgg_fer_w16", temperature=temperature)), path)
+    save_torch(make_checkpoint(create_model("vgg_fer_w16"), ModelMeta("vgg_fer_w16", temperature=temperature)), path)
     return path
 
 
@@ -115,13 +116,13 @@ def test_bad_members_fail_loudly(members, tmp_path):
         build_ensemble(members, combine="median")
     torch.manual_seed(0)
     odd = make_checkpoint(create_model("vgg_fer_w16"), ModelMeta("vgg_fer_w16", classes=list("abcdefg")))
-    atomic_save(odd, tmp_path / "odd.pt")
+    save_torch(odd, tmp_path / "odd.pt")
     with pytest.raises(ModelError, match="classes"):
         build_ensemble([members[0], tmp_path / "odd.pt"])
 
 
 def test_evaluate_scores_an_ensemble_and_each_member(members, tmp_path):
-    from ferkit.evaluation.predict import load_scorer
+    from ferkit.evaluation.scorers import load_scorer
 
     path = tmp_path / "ens.pt"
     save_ensemble(build_ensemble(members), path)

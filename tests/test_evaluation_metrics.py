@@ -8,7 +8,7 @@ from sklearn.metrics import f1_score
 from ferkit.errors import DataError
 from ferkit.evaluation.calibration import expected_calibration_error, fit_temperature, nll
 from ferkit.evaluation.metrics import compute_metrics, top_k_accuracy
-from ferkit.evaluation.predict import softmax
+from ferkit.evaluation.scorers import softmax
 from ferkit.labels import CLASSES
 
 ANGRY, DISGUST, HAPPY, SAD, NEUTRAL = 0, 1, 3, 4, 6

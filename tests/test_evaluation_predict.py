@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from ferkit.errors import ConfigError, InputError, ModelError
-from ferkit.evaluation import predict
-from ferkit.evaluation.predict import CheckpointScorer, Scorer, load_scorer, predict_logits, softmax
+from ferkit.evaluation.scorers import CheckpointScorer, load_scorer, predict_logits, softmax
 from ferkit.models import ModelMeta, create_model
 from ferkit.models.transforms import normalize, tta_crops
 from ferkit.training.checkpoint import make_checkpoint
@@ -63,7 +62,7 @@ def test_predict_logits_rejects_bad_input(images):
     model, meta = tiny_model()
     with pytest.raises(InputError):
         predict_logits(model, meta, images[0])  # one image without the batch axis
-    with pytest.raises(InputError):
+    with pytest.raises(ConfigError):
         predict_logits(model, meta, images, tta="five_crop")
     with pytest.raises(InputError):
         predict_logits(model, meta, images, batch_size=0)
@@ -128,30 +127,15 @@ def test_load_scorer_unavailable_device(tmp_path):
         load_scorer(path, device="gpu0")
 
 
-class ConstantScorer(Scorer):
-    kind = "constant"
-
-    def __init__(self, name: str, cls: int) -> None:
-        self.name, self.cls, self.classes = name, cls, ["c"] * 7
-
-    def logits(self, images, tta="center"):
-        out = np.zeros((len(images), 7))
-        out[:, self.cls] = 5.0
-        return out
-
-
-def test_loaders_can_be_registered(tmp_path, monkeypatch):
-    # By suffix (what an ONNX module does) ...
-    monkeypatch.setitem(predict._SUFFIX_LOADERS, ".fake",
-                        lambda path, batch_size, device: ConstantScorer(path.stem, 2))
+def test_one_loader_dispatches_on_file_type(tmp_path):
+    """Every model file goes through models.files: unknown suffixes and torch formats are ModelErrors."""
     f = tmp_path / "m.fake"
     f.write_bytes(b"\0")
-    assert load_scorer(f).name == "m"
-    # ... and by the format tag of a torch file (what an ensemble module does).
-    monkeypatch.setitem(predict._TORCH_FORMATS, "test-format",
-                        lambda obj, path, batch_size, device: ConstantScorer(obj["name"], 3))
+    with pytest.raises(ModelError, match="unknown model file type '.fake'"):
+        load_scorer(f)
     g = tmp_path / "e.pt"
     torch.save({"format": "test-format", "name": "ens"}, g)
-    scorer = load_scorer(g)
-    assert scorer.name == "ens"
-    assert scorer.predict_proba(np.zeros((2, 48, 48), np.uint8)).argmax(axis=1).tolist() == [3, 3]
+    with pytest.raises(ModelError, match="not a ferkit model"):
+        load_scorer(g)
+    ck = save_tiny_checkpoint(tmp_path / "best.pt")
+    assert isinstance(load_scorer(ck), CheckpointScorer)

@@ -13,8 +13,8 @@ from ferkit.cli import main
 from ferkit.data.dataset import FaceDataset
 from ferkit.errors import DataError, ModelError
 from ferkit.evaluation.evaluate import dedup_name, evaluate_dataset
-from ferkit.evaluation.predict import Scorer
 from ferkit.evaluation.report import format_table, render_markdown, write_report
+from ferkit.evaluation.scorers import Scorer
 from ferkit.labels import CLASSES
 from ferkit.models import ModelMeta, create_model
 from ferkit.training.checkpoint import make_checkpoint

@@ -11,14 +11,14 @@ import torch
 
 from ferkit import create_model
 from ferkit.cli import main
-from ferkit.errors import ModelError
-from ferkit.inference import export as export_mod
+from ferkit.errors import ConfigError, ModelError
 from ferkit.inference.export import export_onnx, probe_images, read_metadata, torch_probs
-from ferkit.inference.onnx_model import OnnxModel
 from ferkit.inference.quantize import compare, to_fp16, to_int8
+from ferkit.models.checkpoint import save_torch
 from ferkit.models.ensemble import Ensemble, build_ensemble, load_torch, save_ensemble
+from ferkit.models.onnx import OnnxModel
 from ferkit.models.registry import ModelMeta
-from ferkit.training.checkpoint import atomic_save, make_checkpoint
+from ferkit.training.checkpoint import make_checkpoint
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -39,7 +39,7 @@ def checkpoint(path, seed: int, temperature: float = 1.0):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.02, 0.1)
-    atomic_save(make_checkpoint(model, ModelMeta("vgg_fer_w16", temperature=temperature)), path)
+    save_torch(make_checkpoint(model, ModelMeta("vgg_fer_w16", temperature=temperature)), path)
     return path
 
 
@@ -89,7 +89,7 @@ def test_parity_failure_leaves_no_file(files, tmp_path):
 
 
 def test_bad_arguments(files):
-    with pytest.raises(ModelError, match="crop"):
+    with pytest.raises(ConfigError, match="crop"):
         export_onnx(files["single"], tta="five_crop")
     with pytest.raises(ModelError, match="input format"):
         export_onnx(files["single"], input_format="int16")
@@ -119,12 +119,12 @@ def test_static_int8_needs_calibration(single_onnx):
 
 
 def test_onnx_scorer_for_evaluate(files, tmp_path):
-    from ferkit.evaluation.predict import load_scorer
+    from ferkit.evaluation.scorers import OnnxScorer, load_scorer
 
     out = tmp_path / "m.onnx"
     export_onnx(files["single"], out, tta="mirror", probes=PROBES)
     scorer = load_scorer(out)
-    assert isinstance(scorer, export_mod.OnnxScorer) and scorer.name == "m"
+    assert isinstance(scorer, OnnxScorer) and scorer.name == "m"
     p = scorer.predict_proba(PROBES, "mirror")
     assert p.shape == (len(PROBES), 7) and np.allclose(p.sum(1), 1, atol=1e-5)
     with pytest.raises(ModelError, match="built in"):

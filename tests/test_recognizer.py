@@ -8,12 +8,13 @@ import torch
 from PIL import Image
 
 from ferkit import CLASSES, Recognizer, create_model
-from ferkit.errors import InputError, ModelError
+from ferkit.errors import ConfigError, InputError, ModelError
 from ferkit.inference.export import export_onnx, probe_images
 from ferkit.inference.recognizer import FacePrediction, prepare_faces
+from ferkit.models.checkpoint import save_torch
 from ferkit.models.ensemble import build_ensemble, save_ensemble
 from ferkit.models.registry import ModelMeta
-from ferkit.training.checkpoint import atomic_save, make_checkpoint
+from ferkit.training.checkpoint import make_checkpoint
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -31,7 +32,7 @@ GRAY = probe_images(3, seed=2)
 def ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("rec") / "w16.pt"
     torch.manual_seed(0)
-    atomic_save(make_checkpoint(create_model("vgg_fer_w16"), ModelMeta("vgg_fer_w16")), path)
+    save_torch(make_checkpoint(create_model("vgg_fer_w16"), ModelMeta("vgg_fer_w16")), path)
     return path
 
 
@@ -95,7 +96,7 @@ def test_backends_and_file_types_agree(ckpt, rec, tmp_path):
     assert np.abs(onnx_rec.predict_proba(GRAY) - mirror).max() < 1e-5
     with pytest.raises(ModelError, match="built in"):
         Recognizer.load(onnx_path, tta="ten_crop")
-    with pytest.raises(ModelError, match="ONNX file"):
+    with pytest.raises(ConfigError, match="ONNX file"):
         Recognizer.load(onnx_path, backend="torch")
     ens = tmp_path / "ens.pt"
     save_ensemble(build_ensemble([ckpt, ckpt]), ens)
@@ -106,12 +107,14 @@ def test_backends_and_file_types_agree(ckpt, rec, tmp_path):
 def test_load_errors(ckpt, tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="not found"):
         Recognizer.load(tmp_path / "missing.pt")
-    with pytest.raises(ModelError, match="backend"):
+    with pytest.raises(ConfigError, match="backend"):
         Recognizer.load(ckpt, backend="tensorrt")
-    with pytest.raises(ModelError, match="threads"):
+    with pytest.raises(ConfigError, match="threads"):
         Recognizer.load(ckpt, threads=-1)
-    with pytest.raises(ModelError, match="CPU"):
+    with pytest.raises(ConfigError, match="CPU"):
         Recognizer.load(ckpt, backend="onnx", device="cuda")
+    with pytest.raises(ConfigError, match="test-time crop"):
+        Recognizer.load(ckpt, tta="five_crop")
     monkeypatch.setattr("ferkit.inference.recognizer.DEFAULT_MODEL", "weights/not-there.onnx")
     with pytest.raises(ModelError, match="no bundled model"):
         Recognizer.load()

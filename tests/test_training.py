@@ -14,7 +14,7 @@ from conftest import free_port, make_synthetic, write_fer_csv
 
 from ferkit.config import AugmentConfig, TrainConfig
 from ferkit.errors import ConfigError
-from ferkit.training.checkpoint import load_checkpoint, model_from_checkpoint
+from ferkit.models.checkpoint import load_checkpoint, model_from_checkpoint
 from ferkit.training.data import TrainingData
 from ferkit.training.loop import fit
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ferkit.config import TTA_MODES
+from ferkit.runtime import TTA_MODES
 
 
 def register(sub: argparse._SubParsersAction) -> None:

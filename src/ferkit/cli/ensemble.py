@@ -6,7 +6,7 @@ import argparse
 import sys
 
 COMBINE_CHOICES = ("prob", "logit", "learned")  # = ferkit.models.ensemble.COMBINE_MODES (light to import)
-from ferkit.config import TTA_MODES as TTA_CHOICES
+from ferkit.runtime import TTA_MODES as TTA_CHOICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:

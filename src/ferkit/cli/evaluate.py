@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from ferkit.config import TTA_MODES as TTA_CHOICES
+from ferkit.runtime import TTA_MODES as TTA_CHOICES
 
 
 def _positive_int(text: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ferkit.config import TTA_MODES as TTA_CHOICES
+from ferkit.runtime import TTA_MODES as TTA_CHOICES
 
 CALIBRATION_FACES = 512
 PROBE_FACES = 64
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.errors import ConfigError, ModelError
     from ferkit.inference.export import export_onnx, probe_images
     from ferkit.inference.quantize import compare, to_fp16, to_int8
-    from ferkit.training.checkpoint import atomic_write_bytes
+    from ferkit.io import atomic_write_bytes
 
     if args.int8 == "static" and not args.data:
         raise ConfigError("--int8 static calibrates on Training faces: give --data")

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from ferkit.config import TTA_MODES
 from ferkit.errors import FerkitError, InputError
+from ferkit.runtime import TTA_MODES
 
 BATCH_IMAGES = 32  # images whose crops go through the engine in one call
 

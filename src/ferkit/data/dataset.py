@@ -68,3 +68,15 @@ class FaceDataset:
             c = self.split(s).class_counts()
             lines.append(f"{s}: {int(c.sum())} (" + ", ".join(f"{n} {k}" for n, k in zip(CLASSES, c)) + ")")
         return "\n".join(lines)
+
+
+def stratified_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of a seeded, class-stratified subsample of size about n."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    frac = n / len(labels)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = max(1, round(len(idx) * frac))
+        keep.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
+    return np.sort(np.concatenate(keep))

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ferkit.data.balance import RESAMPLE_METHODS, make_sampler
-from ferkit.data.dataset import FaceDataset
+from ferkit.data.dataset import FaceDataset, stratified_subsample
 from ferkit.data.leakage import LEAKY, audit_leakage, format_leakage
 from ferkit.errors import ConfigError
 
@@ -70,7 +70,6 @@ def study_splits(dataset: FaceDataset, method: str, seed: int = 0, max_images: i
     """
     from sklearn.model_selection import train_test_split
 
-    from ferkit.training.data import stratified_subsample
 
     if method != "none" and method not in RESAMPLE_METHODS:
         raise ConfigError(f"study protocol: resampling method {method!r} unknown; "
@@ -129,7 +128,7 @@ def study_split(cfg: Any, dataset: FaceDataset) -> tuple[FaceDataset, FaceDatase
     report = split.leakage()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    from ferkit.training.checkpoint import atomic_write_text
+    from ferkit.io import atomic_write_text
 
     atomic_write_text(out / "leakage.json", json.dumps(report, indent=1))
     print(f"study protocol ({LEAKY}): {format_leakage(report)}", flush=True)

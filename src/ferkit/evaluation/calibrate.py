@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from ferkit.data.load import load_dataset
 from ferkit.errors import DataError
 from ferkit.evaluation.calibration import expected_calibration_error, fit_temperature, nll
-from ferkit.evaluation.predict import predict_logits, softmax
-from ferkit.training.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint
+from ferkit.evaluation.scorers import predict_logits, softmax
+from ferkit.models.checkpoint import load_checkpoint, model_from_checkpoint, save_torch
 
 TAUS = np.linspace(0.0, 1.0, 21)
 
@@ -42,8 +43,6 @@ def calibrate_checkpoint(model_path: str | Path, data_path: str | Path, out: str
     """
     if split == "PrivateTest":
         raise DataError("PrivateTest is the held-out report split: calibrate on PublicTest (validation)")
-    from ferkit.data.load import load_dataset
-
     ckpt = load_checkpoint(model_path)
     model, meta = model_from_checkpoint(ckpt)
     # Datasets without PublicTest get the same seeded validation carve as training had.
@@ -70,5 +69,5 @@ def calibrate_checkpoint(model_path: str | Path, data_path: str | Path, out: str
     ckpt["calibration"] = info
     for k in ("optimizer", "scheduler", "rng", "history"):  # a deployable checkpoint, not a training state
         ckpt.pop(k, None)
-    atomic_save(ckpt, out)
+    save_torch(ckpt, out)
     return ckpt["calibration"]

@@ -15,8 +15,9 @@ from ferkit import __version__
 from ferkit.data.dataset import FaceDataset
 from ferkit.errors import DataError
 from ferkit.evaluation.metrics import compute_metrics
-from ferkit.evaluation.predict import Scorer, check_tta, load_scorer
 from ferkit.evaluation.report import write_report
+from ferkit.evaluation.scorers import Scorer, load_scorer
+from ferkit.runtime import check_tta
 
 REFERENCE = "Training"
 ALL = "all"  # every row, whatever its split (datasets without official splits)

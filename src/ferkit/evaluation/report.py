@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ferkit.io import atomic_write
-from ferkit.training.checkpoint import atomic_write_text
+from ferkit.io import atomic_write, atomic_write_text
 
 # (key in the metrics, column heading, kind): "pct" printed as a percentage, "num" as a plain number.
 SUMMARY_COLUMNS = [("n", "n", "int"), ("top1", "top-1", "pct"), ("top2", "top-2", "pct"),

@@ -26,7 +26,7 @@ from ferkit.data.dataset import FaceDataset
 from ferkit.data.leakage import LEAKY, audit_leakage, format_leakage
 from ferkit.errors import ConfigError
 from ferkit.experiments.grid import Grid, Row, load_grid
-from ferkit.training.checkpoint import atomic_write_text
+from ferkit.io import atomic_write_text
 
 METRICS = "metrics.json"
 KEEP = ("top1", "top2", "top3", "balanced_accuracy", "macro_f1", "n", "per_class", "confusion")
@@ -75,7 +75,8 @@ def run_cell(grid: Grid, row: Row, protocol: str, dataset: FaceDataset, cfg: Any
     from ferkit.data.study_protocol import cached_study_splits, study_method
     from ferkit.evaluation.evaluate import evaluate_dataset
     from ferkit.evaluation.metrics import compute_metrics
-    from ferkit.evaluation.predict import load_scorer, resolve_device
+    from ferkit.evaluation.scorers import load_scorer
+    from ferkit.runtime import resolve_device
     from ferkit.training.data import prepare_training_data
 
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from typing import Any
 from ferkit.data.leakage import LEAKY
 from ferkit.errors import ConfigError
 from ferkit.experiments.grid import Grid, load_grid
-from ferkit.training.checkpoint import atomic_write_text
+from ferkit.io import atomic_write_text
 
 COLUMNS = ("top1", "top2", "top3", "balanced_accuracy")
 

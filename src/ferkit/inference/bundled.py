@@ -28,7 +28,7 @@ def describe_bundled() -> str:
 def describe_local(runs: str | Path = "runs") -> list[str]:
     """One line per ``runs/*/best.pt``: architecture, epoch and validation accuracy."""
     from ferkit.errors import ModelError
-    from ferkit.training.checkpoint import load_checkpoint
+    from ferkit.models.checkpoint import load_checkpoint
 
     lines = []
     for p in sorted(Path(runs).glob("*/best.pt")):

@@ -23,11 +23,10 @@ from torch import nn
 
 from ferkit import __version__
 from ferkit.errors import ModelError
-from ferkit.evaluation.predict import Scorer, check_images, file_label, register_suffix
-from ferkit.inference.onnx_model import ONNX_FORMAT, OnnxModel
+from ferkit.io import atomic_write_bytes
 from ferkit.models.ensemble import Ensemble, load_torch
-from ferkit.models.transforms import TTA_MODES
-from ferkit.training.checkpoint import atomic_write_bytes
+from ferkit.models.onnx import ONNX_FORMAT, OnnxModel
+from ferkit.runtime import check_tta
 
 INPUT_FORMATS = ("uint8", "float")
 INPUT_NAME, OUTPUT_NAME = "images", "probs"
@@ -169,8 +168,7 @@ def export_onnx(model: Ensemble | str | Path, out: str | Path | None = None, *, 
     """
     import onnx
 
-    if tta not in TTA_MODES:
-        raise ModelError(f"unknown test-time crop mode {tta!r}; use one of {', '.join(TTA_MODES)}")
+    check_tta(tta)
     if input_format not in INPUT_FORMATS:
         raise ModelError(f"unknown input format {input_format!r}; use one of {', '.join(INPUT_FORMATS)}")
     if isinstance(model, Ensemble):
@@ -203,44 +201,3 @@ def export_onnx(model: Ensemble | str | Path, out: str | Path | None = None, *, 
     if out is not None:
         result.path = atomic_write_bytes(data, out)
     return result
-
-
-# --- evaluation: an exported .onnx file is scored like a checkpoint -----------------------------------
-
-class OnnxScorer(Scorer):
-    """``ferkit evaluate`` on a ferkit ONNX file. Its crops are built into the graph: asking for other
-    crops is an error rather than a report that names crops it did not use."""
-
-    kind = "onnx"
-
-    def __init__(self, model: OnnxModel, path: Path | None = None, batch_size: int = 256) -> None:
-        self.model = model
-        self.path = Path(path) if path is not None else None
-        self.name = file_label(self.path) if self.path else model.name
-        self.batch_size = batch_size
-        self.classes = list(model.classes)
-        self.fixed_tta = model.tta
-
-    @classmethod
-    def from_path(cls, path: str | Path, batch_size: int = 256, device: Any = "cpu") -> OnnxScorer:
-        if str(device) != "cpu":
-            raise ModelError(f"ONNX files run on the CPU (ONNX Runtime); got device {device!r}")
-        return cls(OnnxModel(path), path=Path(path), batch_size=batch_size)
-
-    def predict_proba(self, images: np.ndarray, tta: str = "center") -> np.ndarray:
-        if tta != self.model.tta:
-            raise ModelError(f"{self.name} has {self.model.tta!r} test-time crops built in; evaluate it with "
-                             f"--tta {self.model.tta} or export it again with --tta {tta}")
-        return self.model.predict_proba(check_images(images), self.batch_size).astype(np.float64)
-
-    def logits(self, images: np.ndarray, tta: str = "center") -> np.ndarray:
-        """Log-probabilities (the graph outputs probabilities)."""
-        return np.log(np.clip(self.predict_proba(images, tta), 1e-12, None))
-
-    def describe(self) -> dict[str, Any]:
-        own = {k: v for k, v in self.model.describe().items() if k not in ("name", "path")}
-        return {**super().describe(), **own, "kind": self.kind}
-
-
-# ``load_scorer`` imports this module (evaluation.predict.LOADER_MODULES) and so learns .onnx files.
-register_suffix(".onnx", OnnxScorer.from_path)

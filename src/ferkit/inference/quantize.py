@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ferkit.errors import ModelError
-from ferkit.inference.onnx_model import OnnxModel
+from ferkit.models.onnx import OnnxModel
 
 INT8_MODES = ("dynamic", "static")
 STATIC_OPS = ["Conv", "Gemm", "MatMul", "MaxPool", "Relu"]

@@ -19,8 +19,11 @@ from typing import Any
 import numpy as np
 
 from ferkit.data.images import pil_to_array, to_face_input
-from ferkit.errors import InputError, ModelError
+from ferkit.errors import ConfigError, InputError, ModelError
 from ferkit.labels import CLASSES
+from ferkit.models.files import load_model_file, model_file_type
+from ferkit.models.onnx import OnnxModel
+from ferkit.runtime import check_device, check_tta
 
 BACKENDS = ("auto", "onnx", "torch")
 BATCH_SIZE = 64
@@ -142,55 +145,45 @@ class Recognizer:
         ``torch.set_num_threads``, which is process-wide); None = the library's default (all cores).
         ``tta``: ``center``, ``mirror`` or ``ten_crop``; None = the model's own (an .onnx file's built-in
         crops, otherwise ``center``). An .onnx file cannot change its built-in crops: asking for other
-        ones is a ModelError.
+        ones is a ModelError. Checkpoints and ensembles need the ``[train]`` extra (PyTorch).
         """
-        from ferkit.models.transforms import TTA_MODES
-
         if backend not in BACKENDS:
-            raise ModelError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-        if tta is not None and tta not in TTA_MODES:
-            raise ModelError(f"unknown test-time crop mode {tta!r}; use one of {', '.join(TTA_MODES)}")
+            raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        if tta is not None:
+            check_tta(tta)
         if threads is not None and (not isinstance(threads, int) or threads < 0):
-            raise ModelError(f"threads must be a non-negative integer, got {threads!r}")
+            raise ConfigError(f"threads must be a non-negative integer, got {threads!r}")
         device = str(device)
         p = default_model_path() if path is None else Path(path)
-        if not p.is_file():
-            raise ModelError(f"model file not found: {p}")
         if backend == "auto":
             backend = "onnx" if device == "cpu" else "torch"
         if backend == "onnx" and device != "cpu":
-            raise ModelError(f"the onnx backend runs on the CPU; use backend='torch' for device {device!r}")
-
-        if p.suffix.lower() == ".onnx":
-            if backend == "torch":
-                raise ModelError(f"{p} is an ONNX file: it runs with backend='onnx' (or 'auto')")
-            from ferkit.inference.onnx_model import OnnxModel
-
-            model = OnnxModel(p, threads=threads)
+            raise ConfigError(f"the onnx backend runs on the CPU; use backend='torch' for device {device!r}")
+        if backend == "torch" and model_file_type(p) == "onnx":
+            raise ConfigError(f"{p} is an ONNX file: it runs with backend='onnx' (or 'auto')")
+        model = load_model_file(p, threads=threads)
+        if isinstance(model, OnnxModel):
             if tta is not None and tta != model.tta:
                 raise ModelError(f"{p.name} has {model.tta!r} test-time crops built in; load it with "
                                  f"tta={model.tta!r} or export it again with --tta {tta}")
             return cls(model, name=model.name, classes=model.classes, backend="onnx", tta=model.tta,
                        image_size=model.image_size, device=device, source=str(p))
+        return cls._from_ensemble(model, p, backend=backend, threads=threads, tta=tta or "center", device=device)
 
-        from ferkit.models.ensemble import load_torch
-
-        tta = tta or "center"
-        ens = load_torch(p)
+    @classmethod
+    def _from_ensemble(cls, ens: Any, p: Path, *, backend: str, threads: int | None, tta: str,
+                       device: str) -> Recognizer:
+        """A PyTorch ensemble run by PyTorch, or exported to an in-memory ONNX graph (checked like export)."""
         name = ens.names[0] if len(ens.members) == 1 else p.stem
         if backend == "torch":
             import torch
 
             if threads:
                 torch.set_num_threads(threads)
-            if device != "cpu":
-                from ferkit.evaluation.predict import check_device
-
-                check_device(device)
+            check_device(device)
             return cls(_TorchEngine(ens, tta, device), name=name, classes=ens.classes, backend="torch", tta=tta,
                        image_size=ens.image_size, device=device, source=str(p))
         from ferkit.inference.export import export_onnx, probe_images
-        from ferkit.inference.onnx_model import OnnxModel
 
         exported = export_onnx(ens, tta=tta, source=p.name, probes=probe_images(8))
         model = OnnxModel(exported.data, threads=threads, name=name)

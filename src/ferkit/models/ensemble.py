@@ -31,24 +31,12 @@ import torch
 from torch import nn
 
 from ferkit.errors import ModelError
-from ferkit.evaluation.predict import (
-    CheckpointScorer,
-    Scorer,
-    check_images,
-    check_tta,
-    file_label,
-    register_torch_format,
-)
 from ferkit.labels import CLASSES
+from ferkit.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from ferkit.models.checkpoint import meta_from_checkpoint, model_from_checkpoint, read_torch_dict, save_torch
+from ferkit.models.files import file_label
 from ferkit.models.registry import ModelMeta
 from ferkit.models.transforms import calibrate_logits, forward_tta
-from ferkit.training.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from ferkit.training.checkpoint import (
-    atomic_save,
-    meta_from_checkpoint,
-    model_from_checkpoint,
-    read_torch_dict,
-)
 
 FORMAT = "ferkit-ensemble"
 COMBINE_MODES = ("prob", "logit", "learned")
@@ -59,7 +47,7 @@ class Ensemble(nn.Module):
 
     def __init__(self, members: Sequence[nn.Module], metas: Sequence[ModelMeta], combine: str = "prob",
                  weights: Sequence[float] | None = None, temperature: float = 1.0,
-                 names: Sequence[str] | None = None) -> None:
+                 names: Sequence[str] | None = None, file_format: str = FORMAT) -> None:
         super().__init__()
         if not members or len(members) != len(metas):
             raise ModelError("an ensemble needs at least one member, each with its metadata")
@@ -86,6 +74,7 @@ class Ensemble(nn.Module):
         self.names = list(names) if names is not None else [m.name for m in metas]
         self.classes = classes
         self.image_size = metas[0].image_size
+        self.file_format = file_format  # the file it came from: an ensemble, or a checkpoint (one member)
 
     def member_logits(self, images: torch.Tensor, tta: str = "center") -> torch.Tensor:
         """(M, B, C): each member's crop-averaged logits, calibrated (its own temperature and offsets)."""
@@ -172,7 +161,7 @@ def build_ensemble(members: Sequence[str | Path], combine: str = "prob",
 
 
 def save_ensemble(ens: dict[str, Any], path: str | Path) -> None:
-    atomic_save(ens, path)
+    save_torch(ens, path)
 
 
 def load_ensemble_dict(path: str | Path) -> dict[str, Any]:
@@ -218,8 +207,10 @@ def load_torch(path: str | Path, device: str | torch.device = "cpu") -> Ensemble
         return ensemble_from_dict(obj, device=device)
     if obj.get("format") == CHECKPOINT_FORMAT:
         model, meta = model_from_checkpoint(obj, device=device)
-        return Ensemble([model], [meta], names=[file_label(Path(path))]).to(device).eval()
-    raise ModelError(f"{path} is neither a ferkit checkpoint nor a ferkit ensemble")
+        return Ensemble([model], [meta], names=[file_label(Path(path))],
+                        file_format=CHECKPOINT_FORMAT).to(device).eval()
+    raise ModelError(f"{path} is a torch file but not a ferkit model (format {obj.get('format')!r}; "
+                     f"known: {CHECKPOINT_FORMAT}, {FORMAT})")
 
 
 def fit_ensemble_weights(ens: Ensemble, images: Any, labels: Any, tta: str = "center",
@@ -248,63 +239,3 @@ def fit_ensemble_weights(ens: Ensemble, images: Any, labels: Any, tta: str = "ce
     (nll_u, acc_u), (nll_w, acc_w) = scores(uni), scores(w)
     return w.tolist(), {"uniform_nll": nll_u, "uniform_accuracy": acc_u, "learned_nll": nll_w,
                         "learned_accuracy": acc_w, "n": len(y)}
-
-
-# --- evaluation: an ensemble file is scored like a single model, with its members side by side ------
-
-class EnsembleScorer(Scorer):
-    """``ferkit evaluate`` on an ensemble file: the combined probabilities and each member's."""
-
-    kind = "ensemble"
-
-    def __init__(self, ens: Ensemble, path: Path | None = None, batch_size: int = 256,
-                 device: str | torch.device = "cpu") -> None:
-        self.ensemble = ens.to(device).eval()
-        self.path = Path(path) if path is not None else None
-        self.name = file_label(self.path) if self.path else "ensemble"
-        self.batch_size, self.device = batch_size, device
-        self.temperature = ens.temperature
-        self.classes = list(ens.classes)
-
-    @classmethod
-    def from_dict(cls, obj: dict[str, Any], path: Path | None = None, batch_size: int = 256,
-                  device: str | torch.device = "cpu") -> EnsembleScorer:
-        return cls(ensemble_from_dict(obj, device=device), path=path, batch_size=batch_size, device=device)
-
-    def _member_logits(self, images: np.ndarray, tta: str) -> torch.Tensor:
-        images = check_images(images)
-        check_tta(tta)
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(images), self.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(images[i:i + self.batch_size])).to(self.device)
-                out.append(self.ensemble.member_logits(x, tta).float().cpu())
-        if not out:
-            return torch.zeros(len(self.ensemble.members), 0, len(self.classes))
-        return torch.cat(out, dim=1)
-
-    def predict_proba(self, images: np.ndarray, tta: str = "center") -> np.ndarray:
-        return self.ensemble.combine_logits(self._member_logits(images, tta)).double().numpy()
-
-    def logits(self, images: np.ndarray, tta: str = "center") -> np.ndarray:
-        """Log of the combined probabilities (softmax of them gives the probabilities back)."""
-        return np.log(np.clip(self.predict_proba(images, tta), 1e-12, None))
-
-    def members(self) -> dict[str, Scorer]:
-        return {n: CheckpointScorer(m, meta, name=n, batch_size=self.batch_size, device=self.device)
-                for n, m, meta in zip(self.ensemble.names, self.ensemble.members, self.ensemble.metas)}
-
-    def proba_with_members(self, images: np.ndarray,
-                           tta: str = "center") -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        ml = self._member_logits(images, tta)  # members run once for both answers
-        combined = self.ensemble.combine_logits(ml).double().numpy()
-        each = torch.softmax(ml.double(), dim=-1).numpy()  # = each member scorer's predict_proba
-        return combined, dict(zip(self.ensemble.names, each))
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "combine": self.ensemble.combine,
-                "weights": dict(zip(self.ensemble.names, self.ensemble.weights.tolist()))}
-
-
-# ``load_scorer`` imports this module (evaluation.predict.LOADER_MODULES) and so learns ensemble files.
-register_torch_format(FORMAT, EnsembleScorer.from_dict)

@@ -5,12 +5,13 @@ import fnmatch
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ferkit.errors import ModelError
 from ferkit.labels import CLASSES
+
+if TYPE_CHECKING:  # the registry itself stays torch-free: ModelMeta is read by the ONNX runtime too
+    from torch import nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from ferkit.config import TTA_MODES
 from ferkit.models.registry import ModelMeta
+from ferkit.runtime import check_tta
 
 
 def normalize(x: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
@@ -25,8 +25,7 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def tta_crops(x: torch.Tensor, size: int, mode: str = "center") -> torch.Tensor:
     """(B, C, H, W) -> (B, K, C, size, size): K=1 centre, 2 centre+mirror, 10 corners+centre and mirrors."""
-    if mode not in TTA_MODES:
-        raise ValueError(f"unknown test-time crop mode {mode!r}; use one of {', '.join(TTA_MODES)}")
+    check_tta(mode)
     c = center_crop(x, size)
     if mode == "center":
         return c.unsqueeze(1)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ferkit.config import TrainConfig
-from ferkit.data.dataset import FaceDataset
+from ferkit.data.dataset import FaceDataset, stratified_subsample
 from ferkit.errors import ConfigError
 from ferkit.labels import NUM_CLASSES
 
@@ -33,18 +33,6 @@ def inverse_frequency(labels: np.ndarray) -> np.ndarray:
     counts = np.bincount(labels, minlength=NUM_CLASSES).astype(np.float64)
     w = np.where(counts > 0, counts.sum() / (NUM_CLASSES * np.maximum(counts, 1)), 0.0)
     return w.astype(np.float32)
-
-
-def stratified_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Indices of a seeded, class-stratified subsample of size about n."""
-    rng = np.random.default_rng(seed)
-    keep = []
-    frac = n / len(labels)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        k = max(1, round(len(idx) * frac))
-        keep.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
-    return np.sort(np.concatenate(keep))
 
 
 def prepare_training_data(cfg: TrainConfig, dataset: FaceDataset) -> TrainingData:

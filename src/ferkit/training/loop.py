@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from ferkit.config import TrainConfig, to_dict
 from ferkit.data.augment import augment_batch
 from ferkit.errors import ConfigError, ModelError
-from ferkit.evaluation.predict import resolve_device
-from ferkit.io import atomic_write
+from ferkit.io import atomic_write, atomic_write_text
+from ferkit.models.checkpoint import load_checkpoint, save_torch
 from ferkit.models.registry import ModelMeta, create_model
 from ferkit.models.transforms import center_crop, normalize
-from ferkit.training.checkpoint import atomic_save, atomic_write_text, load_checkpoint, make_checkpoint
+from ferkit.runtime import resolve_device
+from ferkit.training.checkpoint import make_checkpoint
 from ferkit.training.data import TrainingData, prepare_training_data
 from ferkit.training.distill import Teacher, check_distill_config, distillation_loss
 
@@ -285,8 +286,8 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
         if main_proc:
             state = {"config": to_dict(cfg), "epoch": epoch, "metrics": record, "best_val_acc": best}
             if improved:
-                atomic_save(make_checkpoint(model, meta, **state), out / "best.pt")
-            atomic_save(make_checkpoint(
+                save_torch(make_checkpoint(model, meta, **state), out / "best.pt")
+            save_torch(make_checkpoint(
                 model, meta, **state, optimizer=opt.state_dict(),
                 scheduler=sched.state_dict() if sched is not None else None,
                 rng=_rng_state(gens), since_best=since_best, history=history), last_path)

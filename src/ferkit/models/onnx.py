@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 
 from ferkit.errors import InputError, ModelError
+from ferkit.labels import NUM_CLASSES
+from ferkit.runtime import TTA_MODES
 
-ONNX_FORMAT = "ferkit-onnx"  # the same tag export.py writes
+ONNX_FORMAT = "ferkit-onnx"  # the tag ferkit.inference.export writes
 
 
 def make_session(model: bytes | str | Path, threads: int | None = None) -> Any:
@@ -46,6 +48,27 @@ def make_session(model: bytes | str | Path, threads: int | None = None) -> Any:
         raise ModelError(f"ONNX Runtime cannot load the model ({first})") from None
 
 
+def _check_metadata(metadata: dict[str, str], session: Any) -> tuple[list[str], int]:
+    """Classes and image side from ferkit's metadata, checked against the graph; ModelError otherwise."""
+    try:
+        classes = json.loads(metadata["classes"])
+        shape = json.loads(metadata.get("input_shape", '["N", 48, 48]'))
+        size = int(shape[-1])
+    except (KeyError, ValueError, TypeError, IndexError) as e:
+        raise ModelError(f"this ONNX model's ferkit metadata is malformed ({type(e).__name__}: {e})") from None
+    if not isinstance(classes, list) or len(classes) != NUM_CLASSES or not all(isinstance(c, str) for c in classes):
+        raise ModelError(f"this ONNX model's metadata must name the {NUM_CLASSES} classes, got {classes!r}")
+    if not 8 <= size <= 1024:
+        raise ModelError(f"this ONNX model's metadata gives an input side of {size} pixels")
+    inp = session.get_inputs()[0].shape
+    if len(inp) != 3 or (isinstance(inp[-1], int) and inp[-1] != size):
+        raise ModelError(f"this ONNX model takes input shape {inp}, not (N, {size}, {size}) faces")
+    out = session.get_outputs()[0].shape
+    if len(out) != 2 or (isinstance(out[1], int) and out[1] != len(classes)):
+        raise ModelError(f"this ONNX model outputs shape {out}, not (N, {len(classes)}) probabilities")
+    return classes, size
+
+
 class OnnxModel:
     """A ferkit ONNX graph: uint8 faces (N, 48, 48) in, probabilities (N, 7) float32 out."""
 
@@ -55,11 +78,11 @@ class OnnxModel:
         if self.metadata.get("ferkit.format") != ONNX_FORMAT:
             raise ModelError("this ONNX model has no ferkit metadata; export it with `ferkit export`")
         self.path = None if isinstance(model, (bytes, bytearray)) else Path(model)
-        self.classes: list[str] = json.loads(self.metadata["classes"])
+        self.classes, self.image_size = _check_metadata(self.metadata, self.session)
         self.tta = self.metadata.get("tta", "center")
+        if self.tta not in TTA_MODES:
+            raise ModelError(f"this ONNX model's metadata names unknown test-time crops {self.tta!r}")
         self.precision = self.metadata.get("precision", "fp32")
-        shape = json.loads(self.metadata.get("input_shape", '["N", 48, 48]'))
-        self.image_size = int(shape[-1])
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dtype = np.uint8 if "uint8" in inp.type else np.float32
