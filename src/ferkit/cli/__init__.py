@@ -8,6 +8,7 @@ import sys
 
 from ferkit import __version__
 from ferkit.errors import FerkitError
+from ferkit.extras import MissingExtraError, missing_extra_message
 
 # Each module defines register(subparsers) and sets a ``func`` default that takes the parsed args.
 COMMANDS = ["data", "train", "evaluate", "calibrate", "models", "predict", "serve", "ensemble", "export", "experiment"]
@@ -31,6 +32,14 @@ def _one_line(e: BaseException, limit: int = 500) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _internal_error(e: Exception) -> int:
+    if os.environ.get("FERKIT_DEBUG"):
+        raise e
+    print(f"ferkit: internal error: {type(e).__name__}: {_one_line(e)} (set FERKIT_DEBUG=1 for a traceback)",
+          file=sys.stderr)
+    return 70
+
+
 def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that spin while waiting make PyTorch 10-100x slower when the cores are shared
     # (measured: 30 vs 234 training images/s on 2 busy cores); must be set before torch loads.
@@ -50,12 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as e:  # an unexpected bug: still one line, the traceback only on request
-        if os.environ.get("FERKIT_DEBUG"):
-            raise
-        print(f"ferkit: internal error: {type(e).__name__}: {_one_line(e)} (set FERKIT_DEBUG=1 for a traceback)",
-              file=sys.stderr)
-        return 70
+    except ModuleNotFoundError as e:  # the lean install lacks an extra: say which one to install
+        advice = missing_extra_message(e.name or "", f"ferkit {args.command}")
+        if advice is None:
+            return _internal_error(e)
+        print(f"ferkit: error: {advice}", file=sys.stderr)
+        return MissingExtraError.exit_code
+    except Exception as e:  # noqa: BLE001 - an unexpected bug: one line, the traceback only on request
+        return _internal_error(e)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+
+from ferkit.extras import missing_extra_message
+from ferkit.inference.bundled import describe_bundled, describe_local
+from ferkit.models.registry import model_doc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,14 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferkit.inference.bundled import describe_bundled, describe_local
-    from ferkit.models import create_model, list_models
-    from ferkit.models.registry import model_doc
-
     print("architectures:")
-    for name in list_models(args.pattern):
-        n = sum(p.numel() for p in create_model(name).parameters())
-        print(f"  {name:<16} {n / 1e6:6.2f}M params  {model_doc(name)}")
+    if importlib.util.find_spec("torch") is None:  # the lean install runs the bundled ONNX model only
+        print(f"  ({missing_extra_message('torch', 'listing and training architectures')})")
+    else:
+        from ferkit.models import create_model, list_models
+
+        for name in list_models(args.pattern):
+            n = sum(p.numel() for p in create_model(name).parameters())
+            print(f"  {name:<16} {n / 1e6:6.2f}M params  {model_doc(name)}")
     print(describe_bundled())
     local = describe_local(args.runs)
     if local:

@@ -1,10 +1,14 @@
 """The model shipped inside the package (``ferkit/weights/default.onnx``) and its card."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from ferkit.errors import ModelError
+from ferkit.extras import missing_extra_message
 
 
 def bundled_card() -> dict[str, Any] | None:
@@ -27,11 +31,15 @@ def describe_bundled() -> str:
 
 def describe_local(runs: str | Path = "runs") -> list[str]:
     """One line per ``runs/*/best.pt``: architecture, epoch and validation accuracy."""
-    from ferkit.errors import ModelError
-    from ferkit.models.checkpoint import load_checkpoint
+    paths = sorted(Path(runs).glob("*/best.pt"))
+    if paths and importlib.util.find_spec("torch") is None:
+        return [f"  {len(paths)} run(s): {missing_extra_message('torch', 'reading checkpoints')}"]
+    if not paths:
+        return []
+    from ferkit.models.checkpoint import load_checkpoint  # torch: only where checkpoints exist
 
     lines = []
-    for p in sorted(Path(runs).glob("*/best.pt")):
+    for p in paths:
         try:
             ck = load_checkpoint(p)
         except ModelError as e:
