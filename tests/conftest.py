@@ -1,8 +1,13 @@
-"""Shared fixtures: small synthetic FER-like data (no ../shared, no network needed)."""
+"""Shared fixtures and helpers: small synthetic FER-like data (no ../shared, no network needed)."""
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
+
+# What the CLI sets before torch loads (ferkit.cli.main): OpenMP threads that spin while waiting make
+# PyTorch many times slower on shared cores (the suite took 481 s with spinning, 175 s without).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pytest
@@ -11,8 +16,6 @@ import pytest
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     """Keep the tests' dataset cache out of the user's ~/.cache (subprocesses inherit it)."""
-    import os
-
     if "FERKIT_CACHE_DIR" not in os.environ:
         os.environ["FERKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("ferkit-cache"))
     yield
@@ -74,6 +77,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run as fast on one thread, and OpenMP threads crawl on a busy shared CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -21,12 +21,7 @@ from ferkit.models.registry import ModelMeta
 from ferkit.models.transforms import forward_tta
 from ferkit.training.checkpoint import make_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():  # tiny models: as fast on one thread; OpenMP threads crawl on a busy shared CPU
-    before = torch.get_num_threads()
-    yield torch.set_num_threads(1)
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def save_member(path, seed: int, temperature: float = 1.0):

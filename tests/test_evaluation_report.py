@@ -79,7 +79,6 @@ def planted(synthetic):
 
 
 def test_dedup_subset_excludes_planted_duplicates(planted):
-    pytest.importorskip("ferkit.data.audit")
     scorer = Memoriser("mem", planted.split("Training"))
     res = evaluate_dataset(scorer, planted, "PrivateTest", tta="center")
     n = int((planted.splits == "PrivateTest").sum())
@@ -184,7 +183,6 @@ def tiny_ckpt(tmp_path):
 
 
 def test_cli_evaluate_writes_report(cli, tiny_ckpt, fer_csv, tmp_path, capsys):
-    pytest.importorskip("ferkit.data.load")
     out = tmp_path / "eval"
     assert cli(["evaluate", str(tiny_ckpt), "--data", str(fer_csv), "-o", str(out), "--batch-size", "16",
                 "--tta", "mirror"]) == 0
@@ -204,7 +202,6 @@ def test_cli_evaluate_writes_report(cli, tiny_ckpt, fer_csv, tmp_path, capsys):
 
 
 def test_cli_evaluate_json(cli, tiny_ckpt, fer_csv, capsys):
-    pytest.importorskip("ferkit.data.load")
     assert cli(["evaluate", str(tiny_ckpt), "--data", str(fer_csv), "--split", "PublicTest", "--tta", "center",
                 "--no-dedup", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
@@ -235,7 +232,6 @@ def test_cli_not_a_checkpoint(cli, fer_csv, tmp_path, capsys):
 
 
 def test_cli_unknown_split(cli, tiny_ckpt, fer_csv, capsys):
-    pytest.importorskip("ferkit.data.load")
     assert cli(["evaluate", str(tiny_ckpt), "--data", str(fer_csv), "--split", "Validation"]) == DataError.exit_code
     assert "available: Training, PublicTest, PrivateTest" in capsys.readouterr().err
 
@@ -243,7 +239,6 @@ def test_cli_unknown_split(cli, tiny_ckpt, fer_csv, capsys):
 @pytest.mark.slow
 def test_real_fer2013_privatetest_duplicates(shared_data, tiny_ckpt, tmp_path):
     """On the real FER2013, 260 PrivateTest images also occur in Training (shared/README.md)."""
-    pytest.importorskip("ferkit.data.load")
     res = evaluate_mod.evaluate(tiny_ckpt, shared_data / "fer2013", tta="center", batch_size=512)
     assert res["sets"]["PrivateTest"]["n"] == 3589
     assert res["dedup"]["duplicates"] == 260
