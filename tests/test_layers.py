@@ -102,16 +102,20 @@ def _run_without_extras(code: str, tmp_path: Path) -> subprocess.CompletedProces
 
 
 def test_inference_path_needs_no_extra(tmp_path):
-    """`ferkit predict` and `Recognizer` on the bundled ONNX model, as after `pip install ferkit`."""
+    """`ferkit predict`, `Recognizer` and faces in a photo with the bundled model, as after `pip install ferkit`."""
     r = _run_without_extras("""
         import json, sys
         from ferkit.cli import main
         rc = main(["predict", "examples/astronaut.png", "--no-progress", "-o", "out.jsonl"])
         assert rc == 0, rc
         import numpy as np
-        from ferkit import Recognizer
+        from ferkit import CLASSES, Recognizer
         [p] = Recognizer.load().predict(np.full((48, 48), 128, np.uint8))
         assert abs(float(p.probs.sum()) - 1) < 1e-4
+        from ferkit.data.images import read_image
+        from ferkit.inference.faces import FaceAnalyzer
+        [face] = FaceAnalyzer(Recognizer.load()).analyze(read_image("examples/astronaut.png"))
+        assert face.to_dict(CLASSES)["label"] == "Happy"
         rows = [json.loads(line) for line in open("out.jsonl")]
         print(rows[0]["label"], sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
         assert main(["models"]) == 0
