@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ferkit.errors import DataError
 from ferkit.labels import CLASSES, NUM_CLASSES
 
 SPLITS = ("Training", "PublicTest", "PrivateTest")
@@ -15,7 +16,7 @@ class FaceDataset:
     images: np.ndarray  # uint8, (N, 48, 48)
     labels: np.ndarray  # int64, (N,), values in 0..6
     splits: np.ndarray  # str, (N,): Training | PublicTest | PrivateTest (or a user's own names)
-    sources: np.ndarray = field(default=None)  # str, (N,): file path or "file.csv:row"
+    sources: np.ndarray = None  # type: ignore[assignment]  # None: __post_init__ fills in ""  # str, (N,): file path or "file.csv:row"
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count (bad files, dropped classes)
 
     def __post_init__(self) -> None:
@@ -34,8 +35,6 @@ class FaceDataset:
 
     def split(self, name: str) -> FaceDataset:
         """The rows of one split; raises DataError if the split is absent."""
-        from ferkit.errors import DataError
-
         mask = self.splits == name
         if not mask.any():
             raise DataError(f"split {name!r} not found (available: {', '.join(self.split_names())})")

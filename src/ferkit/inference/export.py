@@ -152,9 +152,11 @@ def _trace(ens: Ensemble, tta: str, input_format: str) -> bytes:
         # The TorchScript exporter is deprecated in favour of dynamo, which needs onnxscript (not a
         # dependency); it traces this static graph exactly, so its deprecation notices are noise here.
         warnings.simplefilter("ignore")
-        torch.onnx.export(graph, (dummy,), buf, dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}},
-                          do_constant_folding=True)
+        torch.onnx.export(
+            graph, (dummy,),
+            buf,  # type: ignore[arg-type]  # a file object works (the TorchScript exporter writes to it)
+            dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}}, do_constant_folding=True)
     return buf.getvalue()
 
 

@@ -88,6 +88,7 @@ def to_int8(data: bytes, mode: str = "dynamic", calibration: np.ndarray | None =
             if mode == "dynamic":
                 quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=DYNAMIC_OPS)
             else:
+                assert calibration is not None  # checked above
                 reader = _Batches(ref.input_name, calibration, ref.input_dtype)
                 quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

@@ -45,6 +45,8 @@ COMBINE_MODES = ("prob", "logit", "learned")
 class Ensemble(nn.Module):
     """Members (eval-mode models with their metas) combined into probabilities; see the module doc."""
 
+    weights: torch.Tensor  # a buffer: (M,), on the simplex
+
     def __init__(self, members: Sequence[nn.Module], metas: Sequence[ModelMeta], combine: str = "prob",
                  weights: Sequence[float] | None = None, temperature: float = 1.0,
                  names: Sequence[str] | None = None, file_format: str = FORMAT) -> None:
