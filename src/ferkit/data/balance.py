@@ -37,9 +37,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
+from ferkit.data.augment import augment_batch
 from ferkit.errors import ConfigError, DataError
-from ferkit.labels import CLASSES, NUM_CLASSES
+from ferkit.labels import CLASSES, NUM_CLASSES, class_index
 
 RESAMPLE_METHODS = ("ros", "smote", "smote_tomek", "smote_enn")
 CLEANING_SPACES = ("pixels", "pca")
@@ -121,7 +123,6 @@ def target_counts(strategy: str | int | dict, counts: np.ndarray) -> dict[int, i
     elif isinstance(strategy, (int, np.integer)) and not isinstance(strategy, bool):
         target = {c: max(int(strategy), int(counts[c])) for c in present}
     elif isinstance(strategy, dict):
-        from ferkit.labels import class_index
 
         target = {c: int(counts[c]) for c in present}
         for k, v in strategy.items():
@@ -305,9 +306,7 @@ def augment_balanced_subset(images: np.ndarray, labels: np.ndarray, augment: Any
     only the copies (uint8) and their labels, for the caller to append to the training set.
     The rest of ``augment`` is the training loop's per-batch augmentation and does not apply here.
     """
-    import torch
 
-    from ferkit.data.augment import augment_batch
 
     images, labels = check_input(images, labels)
     counts = np.bincount(labels, minlength=NUM_CLASSES)

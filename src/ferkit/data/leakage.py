@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ferkit.data.audit import image_hashes
+
 LEAKY = "LEAKY"  # the label reports and the CLI put on every number measured under the study protocol
 
 
@@ -59,7 +61,6 @@ def nearest_distances(queries: np.ndarray, pool: np.ndarray, exclude_self: bool 
 
 def closest_pair_distance(images: np.ndarray) -> float:
     """The smallest L2 distance between two pixel-distinct images of ``images`` (inf if fewer than two)."""
-    from ferkit.data.audit import image_hashes
 
     _, first = np.unique(image_hashes(images), return_index=True)
     distinct = images[np.sort(first)]
@@ -77,7 +78,6 @@ def audit_leakage(train_images: np.ndarray, test_images: np.ndarray, reference: 
     ``leaky``: the numbers come from the study's resample-then-split protocol and are labelled so.
     ``facts``: extra JSON-ready fields to record (protocol, method, seed...).
     """
-    from ferkit.data.audit import image_hashes
 
     n = len(test_images)
     exact = np.isin(image_hashes(test_images), image_hashes(train_images)) if n else np.zeros(0, bool)

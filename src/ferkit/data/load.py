@@ -5,6 +5,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ferkit.data.dataset import FaceDataset
+from ferkit.data.fer2013 import load_fer2013_csv
+from ferkit.data.folders import load_folders
 from ferkit.errors import DataError
 
 KINDS = ("auto", "csv", "folders", "fer2013", "affectnet")
@@ -43,10 +45,8 @@ def load_dataset(path: str | Path, *, kind: str = "auto", val_fraction: float = 
     if found == "csv":
         if mapping:
             raise DataError("a class mapping applies to folder names, not to a FER2013 CSV")
-        from ferkit.data.fer2013 import load_fer2013_csv
 
         return load_fer2013_csv(path, val_fraction=val_fraction, seed=seed, skip_bad=skip_bad, cache=cache)
-    from ferkit.data.folders import load_folders
 
     return load_folders(path, split="Training", split_from_prefix=True, mapping=mapping,
                         val_fraction=val_fraction, seed=seed, skip_bad=skip_bad, cache=cache)

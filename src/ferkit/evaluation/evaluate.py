@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 from ferkit import __version__
+from ferkit.data.audit import in_other_split
 from ferkit.data.dataset import FaceDataset
+from ferkit.data.load import load_dataset
 from ferkit.errors import DataError
 from ferkit.evaluation.metrics import compute_metrics
 from ferkit.evaluation.report import write_report
@@ -29,7 +31,6 @@ def dedup_name(split: str, reference: str = REFERENCE) -> str:
 
 def duplicate_mask(dataset: FaceDataset, split: str, reference: str = REFERENCE) -> np.ndarray:
     """Rows of ``split`` whose pixels also occur in ``reference`` (from the data audit)."""
-    from ferkit.data.audit import in_other_split
 
     return np.asarray(in_other_split(dataset, split, reference=reference), dtype=bool)
 
@@ -91,7 +92,6 @@ def evaluate(model_path: str | Path, data_path: str | Path, split: str = "Privat
     if tta is None:  # the model's own crops (an .onnx file has them built in), else the study's ten-crop
         tta = scorer.fixed_tta or "ten_crop"
     check_tta(tta)
-    from ferkit.data.load import load_dataset
 
     # No validation carving (val_fraction=0): rows keep their own split; class folders stay "Training".
     dataset = load_dataset(data_path, val_fraction=0.0)

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -60,7 +62,6 @@ def probe_images(n: int = 32, size: int = 48, seed: int = 0) -> np.ndarray:
 
     Random noise alone is a poor probe: it puts the network in a regime real faces never reach.
     """
-    import cv2
 
     rng = np.random.default_rng(seed)
     out = np.empty((n, size, size), np.uint8)
@@ -118,7 +119,6 @@ def set_metadata(model: Any, metadata: dict[str, str]) -> None:
 
 def read_metadata(model: str | Path | bytes | Any) -> dict[str, str]:
     """ferkit's metadata of an ONNX file, bytes or ModelProto; ModelError if it is not one of ours."""
-    import onnx
 
     if isinstance(model, (str, Path)):
         p = Path(model)
@@ -168,7 +168,6 @@ def export_onnx(model: Ensemble | str | Path, out: str | Path | None = None, *, 
     ``probes``: uint8 (N, 48, 48) images for the parity check (real faces when available; face-like
     synthetic ones otherwise). With ``out`` the file is written atomically, only once the check passed.
     """
-    import onnx
 
     check_tta(tta)
     if input_format not in INPUT_FORMATS:

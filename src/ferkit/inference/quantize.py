@@ -19,8 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    QuantFormat,
+    QuantType,
+    quant_pre_process,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from ferkit.errors import ModelError
+from ferkit.inference.export import set_metadata
 from ferkit.models.onnx import OnnxModel
 
 INT8_MODES = ("dynamic", "static")
@@ -29,7 +39,6 @@ DYNAMIC_OPS = ["MatMul", "Gemm"]
 
 
 def _with_precision(model: Any, precision: str) -> bytes:
-    from ferkit.inference.export import set_metadata
 
     meta = {p.key: p.value for p in model.metadata_props if p.key != "onnx.infer"}
     meta["precision"] = precision
@@ -39,8 +48,6 @@ def _with_precision(model: Any, precision: str) -> bytes:
 
 def to_fp16(data: bytes) -> bytes:
     """The fp32 graph with float16 weights and arithmetic; its inputs and outputs keep their types."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load_from_string(data), keep_io_types=True)
     return _with_precision(model, "fp16")
@@ -63,14 +70,6 @@ class _Batches:
 
 def to_int8(data: bytes, mode: str = "dynamic", calibration: np.ndarray | None = None) -> bytes:
     """Quantise an exported graph. ``static`` needs ``calibration``: uint8 faces (N, 48, 48), a few hundred."""
-    import onnx
-    from onnxruntime.quantization import (
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_dynamic,
-        quantize_static,
-    )
 
     if mode not in INT8_MODES:
         raise ModelError(f"unknown int8 mode {mode!r}; use one of {', '.join(INT8_MODES)}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from ferkit.errors import InputError, ModelError
 from ferkit.labels import NUM_CLASSES
@@ -20,7 +21,6 @@ ONNX_FORMAT = "ferkit-onnx"  # the tag ferkit.inference.export writes
 
 def make_session(model: bytes | str | Path, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session, all graph optimisations on, ``threads`` intra-op threads (None: all cores)."""
-    import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
