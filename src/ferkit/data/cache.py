@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -30,16 +31,33 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FERKIT_CACHE_DIR") or Path.home() / ".cache" / "ferkit")
 
 
-def _walk(root: str, rel: str = ""):
-    """Yield (relative path, size, mtime_ns) of every file below ``root`` (links followed)."""
-    with os.scandir(os.path.join(root, rel) if rel else root) as it:
-        for e in it:
-            r = f"{rel}/{e.name}" if rel else e.name
-            if e.is_dir():
-                yield from _walk(root, r)
-            else:
-                st = e.stat()
-                yield r, st.st_size, st.st_mtime_ns
+def _walk(root: str, rel: str = "", seen: frozenset = frozenset()):
+    """Yield (relative path, size, mtime_ns) of every entry below ``root`` (links followed).
+
+    Never fails and never loops: an entry that cannot be stat'ed (broken link, symlink loop) gives
+    (path, -1, -1), and a folder already on the current path (a link to a parent) is not entered again.
+    """
+    here = os.path.join(root, rel) if rel else root
+    try:
+        st = os.stat(here)
+        it = os.scandir(here)
+    except OSError:
+        return
+    seen = seen | {(st.st_dev, st.st_ino)}
+    with it:
+        entries = list(it)
+    for e in entries:
+        r = f"{rel}/{e.name}" if rel else e.name
+        try:
+            st = e.stat()
+        except OSError:
+            yield r, -1, -1
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if (st.st_dev, st.st_ino) not in seen:
+                yield from _walk(root, r, seen)
+        else:
+            yield r, st.st_size, st.st_mtime_ns
 
 
 def fingerprint(path: str | Path) -> str:
@@ -49,7 +67,10 @@ def fingerprint(path: str | Path) -> str:
         entries = sorted(_walk(p))
         text = "\n".join(f"{r}\t{s}\t{m}" for r, s, m in entries)
     else:
-        st = os.stat(p)
+        try:
+            st = os.stat(p)
+        except OSError:  # the loader reports what is wrong with the path; nothing to fingerprint
+            return "unreadable"
         text = f"{st.st_size}\t{st.st_mtime_ns}"
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 

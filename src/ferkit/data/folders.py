@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ferkit.data import images
 from ferkit.data.cache import cached
 from ferkit.data.dataset import SPLITS, FaceDataset
-from ferkit.data.images import IMAGE_EXTENSIONS, read_image, to_face_input
+from ferkit.data.images import IMAGE_EXTENSIONS, load_image, to_face_input
 from ferkit.errors import DataError, InputError
 from ferkit.labels import CLASSES, class_index
 
@@ -68,16 +69,33 @@ def _folder_class(name: str, mapping: dict[str, int | None] | None) -> int | Non
     return class_index(name)
 
 
+def _kind(e: os.DirEntry) -> str:
+    """``dir``, ``file`` (regular, links followed) or ``other``: FIFOs, devices, sockets, broken links and
+    symlink loops, which are never opened (a FIFO would block the loader forever)."""
+    try:
+        return "dir" if e.is_dir() else "file" if e.is_file() else "other"
+    except OSError:  # a symlink loop (ELOOP), a vanished entry...
+        return "other"
+
+
 def _subdirs(path: Path) -> list[os.DirEntry]:
     with os.scandir(path) as it:
-        return sorted((e for e in it if e.is_dir() and not e.name.startswith((".", "__"))),
+        return sorted((e for e in it if not e.name.startswith((".", "__")) and _kind(e) == "dir"),
                       key=lambda e: e.name.lower())
 
 
-def _files(path: str) -> list[str]:
+def _files(path: str, skipped: Counter | None = None) -> list[str]:
+    """Names of the regular files in ``path``, naturally sorted; anything else is counted in ``skipped``."""
+    names = []
     with os.scandir(path) as it:
-        names = [e.name for e in it if not e.is_dir() and not e.name.startswith(".")
-                 and e.name.lower() not in IGNORED_FILES]
+        for e in it:
+            if e.name.startswith(".") or e.name.lower() in IGNORED_FILES:
+                continue
+            kind = _kind(e)
+            if kind == "file":
+                names.append(e.name)
+            elif kind == "other" and skipped is not None:
+                skipped["not a regular file"] += 1
     return sorted(names, key=_natural_key)
 
 
@@ -87,19 +105,15 @@ def split_dirs(root: str | Path) -> dict[str, str]:
 
 
 def read_face(path: str | Path) -> np.ndarray:
-    """One image file -> grayscale uint8 48x48; DataError naming the file if it cannot be read."""
-    import cv2
+    """One image file -> grayscale uint8 48x48; DataError naming the file if it cannot be read.
 
-    p = os.fspath(path)
-    img = cv2.imread(p, cv2.IMREAD_UNCHANGED)  # BGR(A) or gray; None if OpenCV cannot read it
-    if img is not None and img.ndim == 3 and img.shape[2] in (3, 4):
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB if img.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+    Decoded by ``load_image``, like every other image: regular files only, the file-size and pixel limits,
+    large images decoded reduced.
+    """
     try:
-        if img is None:
-            img = read_image(p)  # Pillow: GIF and friends, and a reason when it fails too
-        return to_face_input(img)
+        return to_face_input(load_image(path).pixels)
     except InputError as e:
-        raise DataError(f"cannot read image {p}: {e}") from None
+        raise DataError(f"cannot read image {e}") from None
 
 
 def _read_chunk(paths: list[str]) -> tuple[np.ndarray, list[str | None]]:
@@ -115,7 +129,7 @@ def _read_chunk(paths: list[str]) -> tuple[np.ndarray, list[str | None]]:
 
 def read_faces(paths: list[str], skip_bad: bool = False, threads: int | None = None,
                ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode many files in a thread pool (OpenCV releases the GIL) -> (images, ok mask).
+    """Decode many files in a thread pool (the decoders release the GIL) -> (images, ok mask).
 
     Without ``skip_bad`` the first unreadable file, in list order, raises DataError.
     """
@@ -142,7 +156,7 @@ def _scan(root: Path, split: str, split_from_prefix: bool, mapping: dict[str, in
     rows = []
     for d in _subdirs(root):
         idx = _folder_class(d.name, mapping)
-        names = _files(d.path)
+        names = _files(d.path, skipped)
         images = [n for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
         if idx is None:
             skipped[f"dropped class {d.name.lower()}"] += len(images)
@@ -216,7 +230,8 @@ def load_folders(root: str | Path, *, split: str = "Training", split_from_prefix
     if not root.is_dir():
         raise DataError(f"not a folder: {root}")
     norm = normalize_mapping(mapping)
-    options = {"split": split, "prefix": split_from_prefix, "mapping": norm, "skip_bad": skip_bad}
+    options = {"split": split, "prefix": split_from_prefix, "mapping": norm, "skip_bad": skip_bad,
+               "max_file_bytes": images.MAX_FILE_BYTES}
     ds = cached("folders", root, options, lambda: _build(root, split, split_from_prefix, norm, skip_bad),
                 use_cache=cache)
     return carve_validation(ds, val_fraction, seed)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ferkit.data.images import to_gray
+from ferkit.data.images import MAX_DECODE_SIDE, to_gray
 from ferkit.errors import ConfigError, ModelError
 
 # Fraction of the detector's box side added on each side of the square crop. Haar boxes frame faces almost
@@ -58,6 +58,17 @@ class Box:
 
     def to_list(self) -> list[int]:
         return [int(self.x), int(self.y), int(self.w), int(self.h)]
+
+    def scaled(self, sx: float, sy: float) -> Box:
+        """This box in an image resized by (sx, sy)."""
+        return Box(round(self.x * sx), round(self.y * sy), max(1, round(self.w * sx)),
+                   max(1, round(self.h * sy)), self.score)
+
+
+def decode_side(detect_size: int | None) -> int | None:
+    """Longer side to decode inputs at for detection at ``detect_size``: ``MAX_DECODE_SIDE`` or more, so
+    faces the detector can find still give full-resolution 48x48 crops; None (full size) for ``0``/None."""
+    return max(MAX_DECODE_SIDE, detect_size) if detect_size else None
 
 
 class FaceDetector(Protocol):
@@ -185,6 +196,14 @@ def crop_face(gray: np.ndarray, box: Box, size: int = 48) -> np.ndarray:
     crop = gray[y0:y1, x0:x1]
     interp = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR
     return cv2.resize(crop, (size, size), interpolation=interp)
+
+
+def scale_faces(faces: list[Face], sx: float, sy: float) -> list[Face]:
+    """Map the faces' boxes (in place) from a reduced decode back to the full-size image's pixels."""
+    if (sx, sy) != (1.0, 1.0):
+        for f in faces:
+            f.box, f.crop_box = f.box.scaled(sx, sy), f.crop_box.scaled(sx, sy)
+    return faces
 
 
 def left_to_right(boxes: Sequence[Box]) -> list[Box]:
