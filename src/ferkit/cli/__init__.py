@@ -11,6 +11,7 @@ from ferkit.errors import FerkitError
 from ferkit.extras import MissingExtraError, missing_extra_message
 
 # Each module defines register(subparsers) and sets a ``func`` default that takes the parsed args.
+EXIT_IO = 74  # sysexits' EX_IOERR: a file could not be read or written
 COMMANDS = ["data", "train", "evaluate", "calibrate", "models", "predict", "serve", "ensemble", "export", "experiment"]
 
 
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(e: BaseException, limit: int = 500) -> str:
+def _one_line(e: object, limit: int = 500) -> str:
     text = " ".join(str(e).split())
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -65,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
             return _internal_error(e)
         print(f"ferkit: error: {advice}", file=sys.stderr)
         return MissingExtraError.exit_code
+    except OSError as e:  # the file system said no: full disk, file-size limit, a path under a file, /proc...
+        if os.environ.get("FERKIT_DEBUG"):
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"ferkit: error: {_one_line(e.strerror or e)}{where}", file=sys.stderr)
+        return EXIT_IO
     except Exception as e:  # noqa: BLE001 - an unexpected bug: one line, the traceback only on request
         return _internal_error(e)
 

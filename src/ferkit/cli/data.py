@@ -18,6 +18,9 @@ def _add_load_args(p: argparse.ArgumentParser) -> None:
                         "stratified by class (default 0.1; 0 = off)")
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="random seed of that validation split (default 0)")
+    p.add_argument("--max-file-mb", type=float, default=None, metavar="MB",
+                   help="treat image files larger than this as unreadable, without reading them "
+                        "(default 100)")
     p.add_argument("--no-cache", action="store_true",
                    help="decode everything again, neither reading nor writing the cache in $FERKIT_CACHE_DIR "
                         "(default ~/.cache/ferkit)")
@@ -47,8 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):
+    from ferkit.data import images
     from ferkit.data.load import load_dataset
+    from ferkit.errors import DataError
 
+    if args.max_file_mb is not None:
+        if not args.max_file_mb > 0:
+            raise DataError(f"--max-file-mb must be positive, got {args.max_file_mb}")
+        images.MAX_FILE_BYTES = int(args.max_file_mb * 2**20)  # this process's limit, for every loader
     return load_dataset(args.path, val_fraction=args.val_fraction, seed=args.seed, skip_bad=args.skip_bad,
                         cache=not args.no_cache)
 

@@ -18,6 +18,9 @@ from ferkit.errors import FerkitError, InputError
 from ferkit.runtime import TTA_MODES
 
 BATCH_IMAGES = 32  # images whose crops go through the engine in one call
+# Decoded pixels held at once (for --annotate / --face-crops) before a batch is flushed: a folder of huge
+# images streams through in bounded memory.
+PENDING_BYTES = 64 * 2**20
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -68,7 +71,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--smooth", type=float, default=0.4, metavar="ALPHA",
                    help="videos: weight of the newest frame in the per-face moving average (1: no smoothing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_max_file_arg(p)
     p.set_defaults(func=run)
+
+
+def add_max_file_arg(p: argparse.ArgumentParser) -> None:
+    """``--max-file-mb``: image files larger than this are refused before they are read."""
+    from ferkit.data.images import MAX_FILE_BYTES
+
+    p.add_argument("--max-file-mb", type=float, default=MAX_FILE_BYTES / 2**20, metavar="MB",
+                   help="refuse image files larger than this, before reading them (default %(default)g)")
+
+
+def max_file_bytes(args: argparse.Namespace) -> int:
+    """``--max-file-mb`` in bytes; InputError unless positive."""
+    if not args.max_file_mb > 0:
+        raise InputError(f"--max-file-mb must be positive, got {args.max_file_mb}")
+    return int(args.max_file_mb * 2**20)
 
 
 def collect_inputs(paths: list[str]) -> list[tuple[Path, Path, str]]:
@@ -89,6 +108,8 @@ def collect_inputs(paths: list[str]) -> list[tuple[Path, Path, str]]:
                     out.append((f, p, kind(f)))
         elif p.is_file():
             out.append((p, p.parent, kind(p) or "image"))  # named explicitly: try it as an image
+        elif p.exists():
+            raise InputError(f"{p}: not a regular file")
         else:
             raise InputError(f"input not found: {p}")
     if not out:
@@ -139,45 +160,70 @@ def _annotated_path(out_dir: Path, path: Path, root: Path, suffix: str | None = 
     return out_dir / (rel.with_suffix(suffix) if suffix else rel)
 
 
-def _predict_images(items, analyzer, writer, args, progress, warn) -> int:
-    from ferkit.data.images import read_image
+def _predict_images(items, analyzer, writer, args, progress, warn, note) -> int:
+    """Stream the images: each is decoded (reduced when large), detected and dropped; crops are classified
+    in batches, and pixels are kept only for --annotate / --face-crops, within PENDING_BYTES."""
+    from ferkit.data.images import load_image
     from ferkit.inference.annotate import draw_faces
+    from ferkit.inference.faces import decode_side, scale_faces
     from ferkit.inference.recognizer import prepare_faces
 
-    done = 0
-    for batch in _batches(items, BATCH_IMAGES):
-        loaded = []
-        for path, root, _ in batch:
-            try:
-                image = read_image(path)
-                if args.face_crops:  # check each crop here, so one bad file does not sink its batch
-                    prepare_faces([image])
-                loaded.append((path, root, image))
-            except InputError as e:
-                warn(f"skipped {e}" if str(path) in str(e) else f"skipped {path}: {e}")
-        images = [im for _, _, im in loaded]
+    side = decode_side(args.detect_size)
+    keep = bool(args.annotate or args.face_crops)
+    pending: list = []  # (path, root, pixels or None, scale, faces)
+    held = done = 0
+
+    def flush() -> None:
+        nonlocal held, done
         if args.face_crops:
-            per_image = [[f] for f in analyzer.classify_crops(images)]
+            per_image = [[f] for f in analyzer.classify_crops([px for _, _, px, _, _ in pending])]
         else:
-            per_image = analyzer.analyze_many(images)
-        for (path, root, image), faces in zip(loaded, per_image):
-            writer.write(str(path), faces)
+            analyzer.classify([f for *_, faces in pending for f in faces])
+            per_image = [faces for *_, faces in pending]
+        for (path, root, pixels, scale, _), faces in zip(pending, per_image):
             if args.annotate:
                 _write_image(_annotated_path(Path(args.annotate), path, root),
-                             draw_faces(image, faces, analyzer.classes))
+                             draw_faces(pixels, faces, analyzer.classes))
+            writer.write(str(path), scale_faces(faces, *scale))
             done += 1
-        progress.update(len(batch))
+        pending.clear()
+        held = 0
+
+    for path, root, _ in items:
+        try:
+            loaded = load_image(path, max_side=side, max_bytes=args.max_file_bytes)
+            if args.face_crops:  # check each crop here, so one bad file does not sink its batch
+                prepare_faces([loaded.pixels])
+            faces = [] if args.face_crops else analyzer.detect(loaded.pixels)
+        except InputError as e:
+            warn(f"skipped {e}" if str(path) in str(e) else f"skipped {path}: {e}")
+            progress.update(1)
+            continue
+        for msg in loaded.notes:
+            note(msg)
+        pending.append((path, root, loaded.pixels if keep else None, loaded.scale, faces))
+        held += loaded.pixels.nbytes if keep else 0
+        del loaded
+        if len(pending) >= BATCH_IMAGES or held >= PENDING_BYTES:
+            flush()
+        progress.update(1)
+    if pending:
+        flush()
     return done
 
 
 def _write_image(path: Path, rgb) -> None:
+    """Encode and write atomically: a failed write (full disk, file-size limit) leaves no half image."""
     import cv2
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from ferkit.io import atomic_write_bytes
+
     if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"):
         path = path.with_suffix(".png")
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise InputError(f"cannot write {path}")
+    ok, data = cv2.imencode(path.suffix.lower(), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InputError(f"cannot encode {path}")
+    atomic_write_bytes(data.tobytes(), path)
 
 
 def _predict_video(path: Path, root: Path, analyzer, writer, args, tqdm) -> None:
@@ -212,10 +258,13 @@ def _predict_video(path: Path, root: Path, analyzer, writer, args, tqdm) -> None
 
 @contextlib.contextmanager
 def _open_output(path: str) -> Iterator[TextIO]:
+    """Standard output, or a file that appears only complete (nothing half-written on any failure)."""
+    from ferkit.io import atomic_open
+
     if path == "-":
         yield sys.stdout
     else:
-        with open(path, "w", newline="") as f:
+        with atomic_open(path, "w", newline="") as f:
             yield f
 
 
@@ -231,22 +280,30 @@ def run(args: argparse.Namespace) -> int:
     videos = [it for it in items if it[2] == "video"]
     if videos and args.face_crops:
         raise InputError("--face-crops applies to images, not videos")
+    args.max_file_bytes = max_file_bytes(args)
     if args.output != "-" and not Path(args.output).resolve().parent.is_dir():
         raise InputError(f"cannot write {args.output}: folder {Path(args.output).parent} does not exist")
-    analyzer = load_analyzer(args)
+    if args.output != "-" and Path(args.output).is_dir():
+        raise InputError(f"cannot write {args.output}: it is a folder (-o takes a file name)")
+    if args.annotate and Path(args.annotate).exists() and not Path(args.annotate).is_dir():
+        raise InputError(f"--annotate {args.annotate}: not a folder (it is an existing file)")
     problems: list[str] = []
 
     def warn(msg: str) -> None:
         problems.append(msg)
         tqdm.write(f"ferkit: warning: {msg}", file=sys.stderr)
 
+    def note(msg: str) -> None:  # worth saying, but the input was used
+        tqdm.write(f"ferkit: warning: {msg}", file=sys.stderr)
+
     n_images = n_videos = 0
-    with _open_output(args.output) as stream:
+    with _open_output(args.output) as stream:  # opened first: an unwritable -o fails before the model loads
+        analyzer = load_analyzer(args)
         writer = RowWriter(stream, args.format, analyzer.classes)
         if images:
             with tqdm(total=len(images), desc="images", unit="img", disable=args.no_progress or None,
                       file=sys.stderr) as bar:
-                n_images = _predict_images(images, analyzer, writer, args, bar, warn)
+                n_images = _predict_images(images, analyzer, writer, args, bar, warn, note)
         for path, root, _ in videos:
             try:
                 _predict_video(path, root, analyzer, writer, args, tqdm)
