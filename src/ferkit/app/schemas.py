@@ -18,6 +18,8 @@ class PredictOut(BaseModel):
     width: int
     height: int
     model: str
+    warnings: list[str] = Field(default=[], description="things worth knowing about the image, e.g. EXIF "
+                                                         "orientation unreadable and not applied")
     ms: float = Field(description="server time spent decoding, detecting and classifying")
 
 

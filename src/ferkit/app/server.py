@@ -6,11 +6,13 @@ Errors become a status and ``{"detail": message}``; no traceback ever reaches th
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,10 @@ log = logging.getLogger("ferkit.app")
 @dataclass
 class Settings:
     """What ``ferkit serve`` configures. ``detect_size``: longer side uploads are shrunk to for detection;
-    ``live_detect_size``: the same for camera frames (smaller: faster)."""
+    ``live_detect_size``: the same for camera frames (smaller: faster); ``max_parallel`` / ``max_queue``:
+    analyses running at once / waiting (beyond: 503); ``request_timeout``: seconds a request body may take
+    (headers: see ``ferkit.app.protocol``); ``allow_origins``: pages other than this server's own that may
+    open the live socket (``*``: any)."""
 
     model: str | None = None
     backend: str = "auto"
@@ -44,6 +49,10 @@ class Settings:
     live_detect_size: int = 480
     smooth: float = 0.4
     max_upload_mb: float = 10.0
+    max_parallel: int = 2
+    max_queue: int = 8
+    request_timeout: float = 20.0
+    allow_origins: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -51,13 +60,15 @@ class Settings:
 
 
 class BodyLimit:
-    """Pure ASGI middleware: request bodies to ``/api/`` over ``limit`` bytes get 413 before any parsing.
+    """Pure ASGI middleware: request bodies to ``/api/`` over ``limit`` bytes get 413 before any parsing,
+    and bodies that do not arrive in full within ``timeout`` seconds (a body shorter than its Content-Length,
+    a client trickling bytes) get 408, so no connection is held open indefinitely.
 
     Trusts neither Content-Length nor its absence: the body is counted as it arrives.
     """
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, timeout: float | None = None) -> None:
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/") or scope["method"] in ("GET", "HEAD"):
@@ -67,8 +78,13 @@ class BodyLimit:
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await self._reject(send)
         chunks, total, more = [], 0, True
+        deadline = time.monotonic() + self.timeout if self.timeout else None
         while more:
-            msg = await receive()
+            try:
+                left = None if deadline is None else deadline - time.monotonic()
+                msg = await asyncio.wait_for(receive(), left)
+            except TimeoutError:
+                return await self._reject(send, 408, f"request body not received within {self.timeout:g} s")
             if msg["type"] == "http.disconnect":
                 return
             body = msg.get("body", b"")
@@ -88,10 +104,10 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Any) -> None:
+    async def _reject(self, send: Any, status: int = 413, detail: str | None = None) -> None:
         mb = self.limit / (1024 * 1024)
-        payload = json.dumps({"detail": f"upload too large: the limit is {mb:g} MB"}).encode()
-        await send({"type": "http.response.start", "status": 413,
+        payload = json.dumps({"detail": detail or f"upload too large: the limit is {mb:g} MB"}).encode()
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": payload})
@@ -119,7 +135,7 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from ferkit.app.deps import PerThreadDetector
+        from ferkit.app.deps import AnalysisGate, PerThreadDetector
         from ferkit.inference.faces import create_detector
 
         rec = recognizer
@@ -128,6 +144,7 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
 
             rec = Recognizer.load(settings.model, backend=settings.backend, threads=settings.threads, tta=settings.tta)
         app.state.recognizer = rec
+        app.state.gate = AnalysisGate(settings.max_parallel, settings.max_queue)
         app.state.detector = PerThreadDetector(
             lambda: create_detector(settings.detector, settings.yunet_model, max_side=settings.detect_size or None))
         app.state.live_detector = PerThreadDetector(
@@ -139,7 +156,7 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
                   description="Find faces in an image and read their expressions (Angry, Disgust, Fear, Happy, Sad, "
                               "Surprise, Neutral).")
     app.state.settings = settings
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes, timeout=settings.request_timeout)
 
     @app.exception_handler(InputError)
     async def _input_error(request: Request, exc: InputError) -> JSONResponse:

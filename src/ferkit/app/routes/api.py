@@ -1,19 +1,21 @@
 """``POST /api/predict`` and ``GET /api/health``."""
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, UploadFile
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 
-from ferkit.app.deps import AppSettings, Recognizer, analyzer_for
+from ferkit.app.deps import AppSettings, Recognizer, ServerBusy, analyzer_for
 from ferkit.app.schemas import ErrorOut, HealthOut, PredictOut
-from ferkit.data.images import decode_image
-from ferkit.inference.faces import FaceAnalyzer
+from ferkit.data.images import MAX_DECODE_SIDE, load_image
+from ferkit.inference.faces import FaceAnalyzer, decode_side, scale_faces
 
 router = APIRouter(prefix="/api", tags=["api"])
+log = logging.getLogger("ferkit.app")
 
 # Leading bytes of the formats the decoder reads; anything else is "not an image" (415).
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
@@ -35,26 +37,52 @@ def check_upload(data: bytes, content_type: str | None, limit: int) -> None:
         raise HTTPException(415, f"not an image{kind}: upload a PNG, JPEG, GIF, BMP, TIFF, WebP or PGM/PPM file")
 
 
-def analyze_bytes(analyzer: FaceAnalyzer, data: bytes, name: str, smoother: Any = None) -> dict[str, Any]:
-    """Decode (InputError for corrupt images and decompression bombs), detect, classify, optionally smooth."""
+def analyze_bytes(analyzer: FaceAnalyzer, data: bytes, name: str, smoother: Any = None,
+                  max_side: int | None = MAX_DECODE_SIDE) -> dict[str, Any]:
+    """Decode (InputError for corrupt images and decompression bombs; large ones reduced to ``max_side``),
+    detect, classify, optionally smooth. Boxes, width and height are in the full-size image's pixels."""
     t0 = time.perf_counter()
-    image = decode_image(data, name=name)
-    faces = analyzer.analyze(image)
+    loaded = load_image(data, name, max_side=max_side, max_bytes=0)  # the upload limit was checked already
+    faces = scale_faces(analyzer.analyze(loaded.pixels), *loaded.scale)
     if smoother is not None:
         faces = smoother.update(faces)
     classes = analyzer.classes
-    return {"faces": [f.to_dict(classes) for f in faces], "width": int(image.shape[1]), "height": int(image.shape[0]),
-            "model": str(getattr(analyzer.recognizer, "name", "model")), "ms": round((time.perf_counter() - t0) * 1e3, 2)}
+    for note in loaded.notes:
+        log.warning("%s", note)
+    return {"faces": [f.to_dict(classes) for f in faces], "width": loaded.size[0], "height": loaded.size[1],
+            "model": str(getattr(analyzer.recognizer, "name", "model")), "warnings": loaded.notes,
+            "ms": round((time.perf_counter() - t0) * 1e3, 2)}
+
+
+async def analyze_gated(conn: HTTPConnection, analyzer: FaceAnalyzer, data: bytes, name: str,
+                        smoother: Any = None) -> dict[str, Any]:
+    """``analyze_bytes`` in a worker thread, through the app's AnalysisGate (ServerBusy when it is full)."""
+    state = conn.app.state
+    settings = state.settings
+    side = decode_side(settings.live_detect_size if smoother is not None else settings.detect_size)
+    async with state.gate.slot():
+        return await run_in_threadpool(analyze_bytes, analyzer, data, name, smoother, side or MAX_DECODE_SIDE)
 
 
 @router.post("/predict", response_model=PredictOut, summary="Faces and expressions in an uploaded image",
-             responses={400: {"model": ErrorOut}, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}})
+             responses={400: {"model": ErrorOut}, 413: {"model": ErrorOut}, 415: {"model": ErrorOut},
+                        503: {"model": ErrorOut}})
 async def predict(request: Request, file: Annotated[UploadFile, File(description="an image file")],
                   recognizer: Recognizer, settings: AppSettings) -> dict[str, Any]:
     data = await file.read()
     check_upload(data, file.content_type, settings.max_upload_bytes)
     analyzer = analyzer_for(request, recognizer)
-    return await run_in_threadpool(analyze_bytes, analyzer, data, file.filename or "upload")
+    try:
+        return await analyze_gated(request, analyzer, data, _display_name(file.filename))
+    except ServerBusy as e:
+        raise HTTPException(503, str(e), headers={"Retry-After": "1"}) from None
+
+
+def _display_name(filename: str | None) -> str:
+    """The upload's file name for messages: its last part, printable, at most 80 characters."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c if c.isprintable() else "?" for c in name)[:80]
+    return name or "upload"
 
 
 @router.get("/health", response_model=HealthOut, summary="Model and limits of this server")
