@@ -5,6 +5,7 @@
 Prints the file size, one-face latency (p50/p95 over --calls calls, 48x48 face crops) and faces/s at
 batch 64.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,10 +39,15 @@ def main() -> None:
         n += len(faces)
     rate = n / (time.perf_counter() - t0)
     size = os.path.getsize(rec.source) if rec.source else float("nan")
-    print(f"# {platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}, threads {args.threads}")
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} cpus, "
+        f"load {os.getloadavg()[0]:.2f}, threads {args.threads}"
+    )
     print(f"model {rec.name} ({rec.backend}, tta {rec.tta}), file {size / 1e6:.1f} MB")
-    print(f"one face: p50 {np.percentile(lat, 50):.2f} ms, p95 {np.percentile(lat, 95):.2f} ms; "
-          f"batch 64: {rate:.0f} faces/s")
+    print(
+        f"one face: p50 {np.percentile(lat, 50):.2f} ms, p95 {np.percentile(lat, 95):.2f} ms; "
+        f"batch 64: {rate:.0f} faces/s"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ on each scene, and for each margin compares the square crop with the pasted face
 
     python benchmarks/face_margin.py --n 600 [--model runs/x/best.pt] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,18 +38,24 @@ MARGINS = (-0.05, 0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3)
 def load_faces(root: Path, split: str, n: int, seed: int) -> list[tuple[np.ndarray, int]]:
     import cv2
 
-    files = sorted((root / "test").glob(f"*/{split}_*.png")) + sorted((root / "train").glob(f"*/{split}_*.png"))
+    files = sorted((root / "test").glob(f"*/{split}_*.png")) + sorted(
+        (root / "train").glob(f"*/{split}_*.png")
+    )
     if not files:
         sys.exit(f"no {split}_*.png under {root}")
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(files), size=min(n, len(files)), replace=False)
-    return [(cv2.imread(str(files[i]), cv2.IMREAD_GRAYSCALE), NAME_TO_INDEX[files[i].parent.name]) for i in pick]
+    return [
+        (cv2.imread(str(files[i]), cv2.IMREAD_GRAYSCALE), NAME_TO_INDEX[files[i].parent.name]) for i in pick
+    ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "fer2013"))
-    ap.add_argument("--split", default="PublicTest", help="FER2013 split to sample (never PrivateTest for tuning)")
+    ap.add_argument(
+        "--split", default="PublicTest", help="FER2013 split to sample (never PrivateTest for tuning)"
+    )
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-side", type=int, default=72)
@@ -56,9 +63,13 @@ def main() -> None:
     ap.add_argument("--detector", default="haar")
     ap.add_argument("--yunet-model", default=None)
     ap.add_argument("--model", default=None, help="checkpoint/ONNX to measure accuracy per margin")
-    ap.add_argument("--context", type=float, default=0.0,
-                    help="mirror-pad each face by this fraction of its side before pasting (gives the detector "
-                         "some surroundings; the true box stays the face itself)")
+    ap.add_argument(
+        "--context",
+        type=float,
+        default=0.0,
+        help="mirror-pad each face by this fraction of its side before pasting (gives the detector "
+        "some surroundings; the true box stays the face itself)",
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import cv2
@@ -84,12 +95,12 @@ def main() -> None:
         c = round(args.context * s)
         if c:
             big = cv2.copyMakeBorder(big, c, c, c, c, cv2.BORDER_REFLECT)
-            big = big[max(0, c - y0):, max(0, c - x0):]  # keep the padded patch inside the scene
+            big = big[max(0, c - y0) :, max(0, c - x0) :]  # keep the padded patch inside the scene
             py, px = max(0, y0 - c), max(0, x0 - c)
-            big = big[:480 - py, :640 - px]
-            scene[py:py + big.shape[0], px:px + big.shape[1]] = big[..., None]
+            big = big[: 480 - py, : 640 - px]
+            scene[py : py + big.shape[0], px : px + big.shape[1]] = big[..., None]
         else:
-            scene[y0:y0 + s, x0:x0 + s] = big[..., None]
+            scene[y0 : y0 + s, x0 : x0 + s] = big[..., None]
         truth = Box(x0, y0, s, s)
         boxes = det.detect(scene)
         if not boxes:
@@ -116,13 +127,25 @@ def main() -> None:
     n = len(faces)
     result = {
         "machine": f"{platform.machine()} {platform.processor() or ''} {platform.node()}".strip(),
-        "date": time.strftime("%Y-%m-%d"), "detector": args.detector, "split": args.split, "faces": n,
-        "sides": [args.min_side, args.max_side], "context": args.context, "detection_rate": found / n, "false_detections_per_scene": false_pos / n,
+        "date": time.strftime("%Y-%m-%d"),
+        "detector": args.detector,
+        "split": args.split,
+        "faces": n,
+        "sides": [args.min_side, args.max_side],
+        "context": args.context,
+        "detection_rate": found / n,
+        "false_detections_per_scene": false_pos / n,
         "detector_box_iou_mean": float(np.mean(det_ious)) if det_ious else None,
-        "size_ratio_pasted_over_detected": {"median": float(np.median(ratios)), "mean": float(np.mean(ratios))}
-        if ratios else None,
+        "size_ratio_pasted_over_detected": {
+            "median": float(np.median(ratios)),
+            "mean": float(np.mean(ratios)),
+        }
+        if ratios
+        else None,
         "best_margin_from_ratio": float((np.median(ratios) - 1) / 2) if ratios else None,
-        "centre_offset_over_side": {"dx_mean": float(np.mean(dxs)), "dy_mean": float(np.mean(dys))} if dxs else None,
+        "centre_offset_over_side": {"dx_mean": float(np.mean(dxs)), "dy_mean": float(np.mean(dys))}
+        if dxs
+        else None,
         "margins": {},
         "seconds": round(elapsed, 1),
     }
@@ -130,8 +153,10 @@ def main() -> None:
         y = np.array(labels)
         result["accuracy_on_original_48x48"] = float((rec.predict_proba(originals).argmax(1) == y).mean())
     for m in MARGINS:
-        row = {"crop_iou_mean": float(np.mean(crop_ious[m])) if crop_ious[m] else None,
-               "crop_iou_median": float(np.median(crop_ious[m])) if crop_ious[m] else None}
+        row = {
+            "crop_iou_mean": float(np.mean(crop_ious[m])) if crop_ious[m] else None,
+            "crop_iou_median": float(np.median(crop_ious[m])) if crop_ious[m] else None,
+        }
         if rec is not None and labels:
             row["accuracy"] = float((rec.predict_proba(crops[m]).argmax(1) == np.array(labels)).mean())
         result["margins"][str(m)] = row

@@ -13,6 +13,7 @@ Prints the server's RSS before, at its peak and after, and the status counts. Bo
 
     python benchmarks/hostile_load.py                      # 16 x 7000x7000, 2 rounds, 70 + 70 slow
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,14 +40,20 @@ def jpeg_declaring(width: int, height: int) -> bytes:
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "JPEG", quality=50)
     b = bytearray(buf.getvalue())
     i = b.find(b"\xff\xc0")
-    b[i + 5:i + 9] = struct.pack(">HH", height, width)
+    b[i + 5 : i + 9] = struct.pack(">HH", height, width)
     return bytes(b)
 
 
 def multipart(data: bytes, name: str = "x.jpg") -> tuple[bytes, str]:
     boundary = "ferkitbench"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -112,8 +119,10 @@ def slow_clients(port: int, n: int, request_timeout: float) -> dict:
         if i % 2 == 0:
             s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty")
         else:
-            s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
-                      b"Content-Length: 100000\r\n\r\n" + b"x" * 100)
+            s.sendall(
+                b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+                b"Content-Length: 100000\r\n\r\n" + b"x" * 100
+            )
         socks.append(s)
     t0 = time.monotonic()
     health_during = get(port)
@@ -129,8 +138,12 @@ def slow_clients(port: int, n: int, request_timeout: float) -> dict:
         except OSError:
             pass
         s.close()
-    return {"slow_connections": 2 * n, "closed_by_server": closed,
-            "closed_after_s_max": round(max(when), 1) if when else None, "health_while_held": health_during}
+    return {
+        "slow_connections": 2 * n,
+        "closed_by_server": closed,
+        "closed_after_s_max": round(max(when), 1) if when else None,
+        "health_while_held": health_during,
+    }
 
 
 def main() -> int:
@@ -145,14 +158,31 @@ def main() -> int:
     args = ap.parse_args()
 
     port = free_port()
-    cmd = [sys.executable, "-m", "ferkit.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--log-level", "error", "--request-timeout", str(args.request_timeout), *args.serve_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ferkit.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        "--request-timeout",
+        str(args.request_timeout),
+        *args.serve_args,
+    ]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     server = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     killer = threading.Timer(args.limit, server.kill)
     killer.start()
-    out: dict = {"command": " ".join(cmd[1:]), "uploads": args.uploads, "side": args.side,
-                 "rounds": args.rounds}
+    out: dict = {
+        "command": " ".join(cmd[1:]),
+        "uploads": args.uploads,
+        "side": args.side,
+        "rounds": args.rounds,
+    }
     try:
         t0 = time.monotonic()
         while get(port, timeout=2) != 200:

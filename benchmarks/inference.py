@@ -3,15 +3,17 @@
 For each model (the study's VGGNet, the half-width compact one, and a 3-member ensemble of the
 VGGNet, as the study averaged) and each crop mode (centre, ten-crop): faces/s at batch 1 and batch 64,
 p50/p95 latency at batch 1, FLOPs per face and the achieved fraction of this CPU's practical peak (the
-best GFLOP/s of a large float32 matmul in PyTorch or ONNX Runtime). Both engines start from the same uint8 N x 48 x 48 faces and end at
-probabilities: normalisation, crops, temperature and softmax are included, face detection and resizing
-are not. Weights are random (speed does not depend on them); ONNX graphs still pass the export's
-parity check. An optional int8 (static, QDQ) ONNX row shows what quantisation buys on single crops.
+best GFLOP/s of a large float32 matmul in PyTorch or ONNX Runtime). Both engines start from the same uint8
+N x 48 x 48 faces and end at probabilities: normalisation, crops, temperature and softmax are included,
+face detection and resizing are not. Weights are random (speed does not depend on them); ONNX graphs
+still pass the export's parity check. An optional int8 (static, QDQ) ONNX row shows what quantisation
+buys on single crops.
 
     python benchmarks/inference.py                       # the full table (about 3-4 minutes on 2 cores)
     python benchmarks/inference.py --quick               # vgg_fer_w32 only, short timings (~30 s)
     python benchmarks/inference.py --models vgg_fer_w32 --tta center --seconds 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +50,11 @@ def macs_per_crop(model: torch.nn.Module, size: int = 40) -> int:
         nonlocal total
         total += out.numel() * m.in_features
 
-    hooks = [m.register_forward_hook(conv if isinstance(m, torch.nn.Conv2d) else linear)
-             for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [
+        m.register_forward_hook(conv if isinstance(m, torch.nn.Conv2d) else linear)
+        for m in model.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
     with torch.inference_mode():
         model.eval()(torch.zeros(1, 1, size, size))
     for h in hooks:
@@ -67,9 +72,12 @@ def matmul_peak(seconds: float = 2.0, n: int = 2048, threads: int | None = None)
     from onnx import TensorProto, helper
 
     a, b = torch.randn(n, n), torch.randn(n, n)
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
-                              [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "mm",
+        [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = min(proto.ir_version, onnx.IR_VERSION)
     from ferkit.models.onnx import make_session
@@ -83,7 +91,7 @@ def matmul_peak(seconds: float = 2.0, n: int = 2048, threads: int | None = None)
         while time.perf_counter() < t_end:
             t = time.perf_counter()
             fn()
-            best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
+            best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
     return best
 
 
@@ -128,8 +136,12 @@ def time_engine(run, faces: np.ndarray, batch: int, seconds: float) -> Timing:
         run(big)
         times.append(time.perf_counter() - t)
     lat_ms = np.array(lat) * 1e3
-    return Timing(float(np.percentile(lat_ms, 50)), float(np.percentile(lat_ms, 95)),
-                  1e3 / float(np.median(lat_ms)), batch / float(np.median(times)))
+    return Timing(
+        float(np.percentile(lat_ms, 50)),
+        float(np.percentile(lat_ms, 95)),
+        1e3 / float(np.median(lat_ms)),
+        batch / float(np.median(times)),
+    )
 
 
 def int8_static(data: bytes, faces: np.ndarray) -> bytes:
@@ -140,15 +152,25 @@ def int8_static(data: bytes, faces: np.ndarray) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default=f"vgg_fer,vgg_fer_w32,{ENSEMBLE}",
-                    help=f"comma list of registered models and/or {ENSEMBLE} (default: all three)")
-    ap.add_argument("--ensemble-member", default="vgg_fer", help="the ensemble's member model (default vgg_fer)")
+    ap.add_argument(
+        "--models",
+        default=f"vgg_fer,vgg_fer_w32,{ENSEMBLE}",
+        help=f"comma list of registered models and/or {ENSEMBLE} (default: all three)",
+    )
+    ap.add_argument(
+        "--ensemble-member", default="vgg_fer", help="the ensemble's member model (default vgg_fer)"
+    )
     ap.add_argument("--tta", default="center,ten_crop", help="comma list of center, mirror, ten_crop")
-    ap.add_argument("--backends", default="torch,onnx,onnx-int8",
-                    help="comma list of torch, onnx, onnx-int8 (int8 rows only for single-crop models)")
+    ap.add_argument(
+        "--backends",
+        default="torch,onnx,onnx-int8",
+        help="comma list of torch, onnx, onnx-int8 (int8 rows only for single-crop models)",
+    )
     ap.add_argument("--batch", type=int, default=64, help="the large batch (default 64)")
     ap.add_argument("--seconds", type=float, default=1.5, help="time budget per measurement (default 1.5)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both engines (default: all)")
+    ap.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="threads for both engines (default: all)"
+    )
     ap.add_argument("--quick", action="store_true", help="vgg_fer_w32 only, 0.5 s per measurement")
     args = ap.parse_args(argv)
     if args.quick:
@@ -156,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     modes = [t.strip() for t in args.tta.split(",") if t.strip()]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    bad = [t for t in modes if t not in CROPS] + [b for b in backends if b not in ("torch", "onnx", "onnx-int8")]
+    bad = [t for t in modes if t not in CROPS] + [
+        b for b in backends if b not in ("torch", "onnx", "onnx-int8")
+    ]
     if bad:
         ap.error(f"unknown value(s): {', '.join(bad)}")
 
@@ -166,15 +190,29 @@ def main(argv: list[str] | None = None) -> int:
     peak = matmul_peak(4.0, threads=args.threads)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"# ferkit inference benchmark, {when}")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads; torch "
-          f"{torch.__version__}, onnxruntime {__import__('onnxruntime').__version__}, python {platform.python_version()}")
-    print(f"# OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} (PASSIVE keeps PyTorch's OpenMP "
-          "threads from spinning against other processes on a shared machine)")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{args.threads} threads; torch "
+        f"{torch.__version__}, onnxruntime {__import__('onnxruntime').__version__}, "
+        f"python {platform.python_version()}"
+    )
+    print(
+        f"# OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} (PASSIVE keeps PyTorch's OpenMP "
+        "threads from spinning against other processes on a shared machine)"
+    )
     load = os.getloadavg()[0]
-    print(f"# load average at start: {load:.2f}" + (" -- the machine is busy: numbers will be low and noisy "
-          "(PyTorch's OpenMP threads suffer most)" if load > 0.5 else ""))
-    head = (f"| model | params | crops | GFLOP/face | engine | b1 p50 ms | b1 p95 ms | b1 faces/s | "
-            f"b{args.batch} faces/s | b{args.batch} GFLOP/s | % peak | vs torch b1 / b{args.batch} |")
+    print(
+        f"# load average at start: {load:.2f}"
+        + (
+            " -- the machine is busy: numbers will be low and noisy (PyTorch's OpenMP threads suffer most)"
+            if load > 0.5
+            else ""
+        )
+    )
+    head = (
+        f"| model | params | crops | GFLOP/face | engine | b1 p50 ms | b1 p95 ms | b1 faces/s | "
+        f"b{args.batch} faces/s | b{args.batch} GFLOP/s | % peak | vs torch b1 / b{args.batch} |"
+    )
     rows: list[tuple[str, float]] = []  # (row text with {pct} left to fill, GFLOP/s)
     for name in models:
         ens = build(name, args.ensemble_member)
@@ -188,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 if backend == "onnx-int8" and CROPS[tta] != 1:
                     continue
                 if backend == "torch":
+
                     def run(x: np.ndarray, ens: Ensemble = ens, tta: str = tta) -> np.ndarray:
                         with torch.inference_mode():
                             return ens.predict_proba(torch.from_numpy(x), tta).numpy()
@@ -200,25 +239,40 @@ def main(argv: list[str] | None = None) -> int:
                 if backend == "torch":
                     base = t
                 rate = t.bn_fps * gflop
-                vs = f"{t.b1_fps / base.b1_fps:.2f}x / {t.bn_fps / base.bn_fps:.2f}x" if base and backend != "torch" \
-                    else "1 (reference)" if backend == "torch" else "-"
-                rows.append((f"| {label} | {params / 1e6:.2f}M | {CROPS[tta]} | {gflop:.3f} | {backend} | "
-                             f"{t.p50_ms:.2f} | {t.p95_ms:.2f} | {t.b1_fps:.0f} | {t.bn_fps:.0f} | {rate:.1f} | "
-                             "{pct} | " + vs + " |", rate))
+                vs = (
+                    f"{t.b1_fps / base.b1_fps:.2f}x / {t.bn_fps / base.bn_fps:.2f}x"
+                    if base and backend != "torch"
+                    else "1 (reference)"
+                    if backend == "torch"
+                    else "-"
+                )
+                rows.append(
+                    (
+                        f"| {label} | {params / 1e6:.2f}M | {CROPS[tta]} | {gflop:.3f} | {backend} | "
+                        f"{t.p50_ms:.2f} | {t.p95_ms:.2f} | {t.b1_fps:.0f} | {t.bn_fps:.0f} | {rate:.1f} | "
+                        "{pct} | " + vs + " |",
+                        rate,
+                    )
+                )
                 print(f"  done: {label}, {CROPS[tta]} crop(s), {backend}", file=sys.stderr, flush=True)
                 del run
         peak = max(peak, matmul_peak(2.0, threads=args.threads))  # best seen: contention only lowers it
-    print(f"# practical peak (best 2048^2 float32 matmul, torch or ONNX Runtime, measured between models): "
-          f"{peak:.1f} GFLOP/s; batch {args.batch}; {args.seconds:g} s per measurement; random weights")
+    print(
+        f"# practical peak (best 2048^2 float32 matmul, torch or ONNX Runtime, measured between models): "
+        f"{peak:.1f} GFLOP/s; batch {args.batch}; {args.seconds:g} s per measurement; random weights"
+    )
     print()
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for text, rate in rows:
         print(text.replace("{pct}", f"{100 * rate / peak:.0f}%"))
     print()
-    print(f"# wall time {time.perf_counter() - started:.0f} s, load average at end {os.getloadavg()[0]:.2f}. FLOPs = 2 x conv/linear multiply-accumulates "
-          "(hooks), per face = per crop x crops x members. % peak = b-large GFLOP/s / matmul GFLOP/s "
-          "(int8 rows count int8 operations, so they can pass the float32 peak).")
+    print(
+        f"# wall time {time.perf_counter() - started:.0f} s, load average at end {os.getloadavg()[0]:.2f}. "
+        f"FLOPs = 2 x conv/linear multiply-accumulates "
+        "(hooks), per face = per crop x crops x members. % peak = b-large GFLOP/s / matmul GFLOP/s "
+        "(int8 rows count int8 operations, so they can pass the float32 peak)."
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ throughput and errors.
 Without ``--model`` it uses the bundled model, or else an untrained ``--arch`` checkpoint (the speed of a
 network does not depend on its weights; the printout says which).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,9 +91,14 @@ def bench_pipeline(rec, n_faces: int, frames: int, detect_size: int) -> dict:
             found.append(len(faces))
     ms = {s: round(float(np.mean(v)), 2) for s, v in times.items()}
     total = sum(np.array(times[s]) for s in STAGES)
-    return {"faces_per_frame": n_faces, "faces_found_mean": round(float(np.mean(found)), 2), "stage_ms": ms,
-            "total_ms_mean": round(float(total.mean()), 2), "total_ms_p95": round(float(np.percentile(total, 95)), 2),
-            "fps": round(1e3 / float(total.mean()), 1)}
+    return {
+        "faces_per_frame": n_faces,
+        "faces_found_mean": round(float(np.mean(found)), 2),
+        "stage_ms": ms,
+        "total_ms_mean": round(float(total.mean()), 2),
+        "total_ms_p95": round(float(np.percentile(total, 95)), 2),
+        "fps": round(1e3 / float(total.mean()), 1),
+    }
 
 
 def _free_port() -> int:
@@ -115,7 +121,9 @@ def bench_api(model: str | None, requests: int, clients: int, threads: int | Non
     import httpx
 
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), model or "-", str(threads) if threads else "-"])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(port), model or "-", str(threads) if threads else "-"]
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -166,9 +174,16 @@ def bench_api(model: str | None, requests: int, clients: int, threads: int | Non
         proc.terminate()
         proc.wait(timeout=20)
     a = np.array(lat)
-    return {"clients": clients, "requests": len(lat), "errors": len(errors), "error_kinds": sorted(set(errors)),
-            "p50_ms": round(float(np.percentile(a, 50)), 1), "p95_ms": round(float(np.percentile(a, 95)), 1),
-            "p99_ms": round(float(np.percentile(a, 99)), 1), "throughput_rps": round(len(lat) / elapsed, 1)}
+    return {
+        "clients": clients,
+        "requests": len(lat),
+        "errors": len(errors),
+        "error_kinds": sorted(set(errors)),
+        "p50_ms": round(float(np.percentile(a, 50)), 1),
+        "p95_ms": round(float(np.percentile(a, 95)), 1),
+        "p99_ms": round(float(np.percentile(a, 99)), 1),
+        "throughput_rps": round(len(lat) / elapsed, 1),
+    }
 
 
 def main() -> None:
@@ -177,7 +192,9 @@ def main() -> None:
     ap.add_argument("--arch", default="vgg_fer", help="architecture of the stand-in model when there is none")
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--detect-size", type=int, default=480, help="as 'ferkit serve --live-detect-size'")
-    ap.add_argument("--threads", type=int, default=1, help="engine threads (0: all cores; 1 as in ferkit serve)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="engine threads (0: all cores; 1 as in ferkit serve)"
+    )
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--skip-api", action="store_true")
@@ -188,11 +205,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model, described = resolve_model(args, Path(tmp))
         rec = Recognizer.load(model, threads=args.threads)  # 0 = all cores
-        result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
-                  "date": time.strftime("%Y-%m-%d"), "model": described, "backend": rec.backend,
-                  "engine_threads": args.threads or "all cores", "load_average_before": os.getloadavg()[0],
-                  "detector": f"haar (live settings), detect size {args.detect_size}", "frame": "640x480 JPEG q80",
-                  "pipeline": [bench_pipeline(rec, n, args.frames, args.detect_size) for n in (1, 4)]}
+        result = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+            "date": time.strftime("%Y-%m-%d"),
+            "model": described,
+            "backend": rec.backend,
+            "engine_threads": args.threads or "all cores",
+            "load_average_before": os.getloadavg()[0],
+            "detector": f"haar (live settings), detect size {args.detect_size}",
+            "frame": "640x480 JPEG q80",
+            "pipeline": [bench_pipeline(rec, n, args.frames, args.detect_size) for n in (1, 4)],
+        }
         if not args.skip_api:
             result["api"] = bench_api(model, args.requests, args.clients, args.threads)
         result["load_average_after"] = os.getloadavg()[0]  # other work on the machine skews every figure

@@ -9,6 +9,7 @@ Prints one JSON line per method: wall seconds and CPU seconds (on a shared machi
 figure to trust), peak RSS of the process, RSS added by resampling
 (peak minus the RSS after loading the data), and the resulting class counts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,16 +45,27 @@ def one(data: str, method: str, space: str, components: int, threads: int) -> di
 
     train = load_dataset(data).split("Training")
     base = rss_mib()
-    kw = {"cleaning_space": space, "pca_components": components} if method in ("smote_tomek", "smote_enn") else {}
+    kw = (
+        {"cleaning_space": space, "pca_components": components}
+        if method in ("smote_tomek", "smote_enn")
+        else {}
+    )
     cpu0 = cpu_seconds()
     out = make_sampler(method, seed=0, **kw).fit_resample(train.images, train.labels)
     images = out.images  # materialise, as training does
     cpu = cpu_seconds() - cpu0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"method": method, **({"cleaning_space": space} if kw else {}), "n_in": len(train),
-            "n_out": len(images), "seconds": round(out.seconds, 1), "cpu_seconds": round(cpu, 1),
-            "peak_rss_mib": round(peak),
-            "added_rss_mib": round(peak - base), "summary": out.summary()}
+    return {
+        "method": method,
+        **({"cleaning_space": space} if kw else {}),
+        "n_in": len(train),
+        "n_out": len(images),
+        "seconds": round(out.seconds, 1),
+        "cpu_seconds": round(cpu, 1),
+        "peak_rss_mib": round(peak),
+        "added_rss_mib": round(peak - base),
+        "summary": out.summary(),
+    }
 
 
 def main() -> None:
@@ -68,17 +80,48 @@ def main() -> None:
     if a.child:
         print(json.dumps(one(a.data, a.methods[0], a.space, a.components, a.threads)))
         return
-    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "OPENBLAS_NUM_THREADS": str(a.threads),
-           "MKL_NUM_THREADS": str(a.threads)}
-    print(json.dumps({"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-                                 f"{os.cpu_count()} cores", "threads": a.threads,
-                      "date": datetime.now(UTC).isoformat(timespec="minutes")}))
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(a.threads),
+        "OPENBLAS_NUM_THREADS": str(a.threads),
+        "MKL_NUM_THREADS": str(a.threads),
+    }
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
+                f"{os.cpu_count()} cores",
+                "threads": a.threads,
+                "date": datetime.now(UTC).isoformat(timespec="minutes"),
+            }
+        )
+    )
     for m in a.methods:
-        r = subprocess.run([sys.executable, __file__, "--child", "--data", a.data, "--methods", m, "--space", a.space,
-                            "--components", str(a.components), "--threads", str(a.threads)],
-                           env=env, capture_output=True, text=True, check=False)
-        print(r.stdout.strip() if r.returncode == 0 else json.dumps({"method": m, "error": r.stderr[-500:]}),
-              flush=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "--data",
+                a.data,
+                "--methods",
+                m,
+                "--space",
+                a.space,
+                "--components",
+                str(a.components),
+                "--threads",
+                str(a.threads),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        print(
+            r.stdout.strip() if r.returncode == 0 else json.dumps({"method": m, "error": r.stderr[-500:]}),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

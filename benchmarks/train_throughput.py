@@ -6,8 +6,10 @@ and the same SGD step on the same model; the data path alone is timed too. Run:
     python benchmarks/train_throughput.py --model vgg_fer --steps 20
     python benchmarks/train_throughput.py --model vgg_fer_w32 --device cuda   # on a GPU
 
-Uses real FER2013 images when --data is given, random uint8 faces otherwise (speed does not depend on content).
+Uses real FER2013 images when --data is given, random uint8 faces otherwise
+(speed does not depend on content).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +58,7 @@ class PilAugmentDataset(torch.utils.data.Dataset):
             h = random.randint(4, 20)
             w = random.randint(4, 20)
             t, lft = random.randint(0, c.crop - h), random.randint(0, c.crop - w)
-            x[:, t:t + h, lft:lft + w] = torch.rand(1, h, w)
+            x[:, t : t + h, lft : lft + w] = torch.rand(1, h, w)
         return (x - 0.5) / 0.25, int(self.labels[i])
 
 
@@ -102,15 +104,17 @@ def main() -> None:
         rng = np.random.default_rng(0)
         images, labels = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8), rng.integers(0, 7, n)
     cfg = AugmentConfig()
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device}, model {args.model}, batch {args.batch_size}")
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {device}, model {args.model}, batch {args.batch_size}"
+    )
 
     # data path alone
     g = torch.Generator(device=device).manual_seed(0)
     xt = torch.from_numpy(images).to(device)
     t0 = time.perf_counter()
     for i in range(args.steps):
-        augment_batch(xt[i * args.batch_size:(i + 1) * args.batch_size], cfg, g)
+        augment_batch(xt[i * args.batch_size : (i + 1) * args.batch_size], cfg, g)
     if device.type == "cuda":
         torch.cuda.synchronize()
     batch_aug = args.steps * args.batch_size / (time.perf_counter() - t0)
@@ -135,9 +139,14 @@ def main() -> None:
 
             results[name] = train_steps(model, opt, batches(), device)[0]
         else:
-            loader = torch.utils.data.DataLoader(pil_ds, batch_size=args.batch_size, shuffle=True,
-                                                 num_workers=args.workers, drop_last=True,
-                                                 pin_memory=device.type == "cuda")
+            loader = torch.utils.data.DataLoader(
+                pil_ds,
+                batch_size=args.batch_size,
+                shuffle=True,
+                num_workers=args.workers,
+                drop_last=True,
+                pin_memory=device.type == "cuda",
+            )
             results[name] = train_steps(model, opt, loader, device)[0]
     print(f"{'pipeline':<32} {'augment only (img/s)':>22} {'train step (img/s)':>20}")
     for (name, rate), aug in zip(results.items(), (batch_aug, pil_aug)):

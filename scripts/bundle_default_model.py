@@ -1,7 +1,8 @@
 """Copy outputs/default/default.onnx into the package with a small JSON card (metrics, checksum, runs).
 
-    python scripts/bundle_default_model.py outputs/default runs/w32 [runs/w32c2 ...]
+python scripts/bundle_default_model.py outputs/default runs/w32 [runs/w32c2 ...]
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,10 @@ card = {
     "bytes": (dest / "default.onnx").stat().st_size,
     # One run, or the members of a mean-of-softmax ensemble.
     "trained_from": [str(r) for r in runs],
-    "configs": [yaml.safe_load((r / "config.yaml").read_text()) if (r / "config.yaml").exists() else None
-                for r in runs],
+    "configs": [
+        yaml.safe_load((r / "config.yaml").read_text()) if (r / "config.yaml").exists() else None
+        for r in runs
+    ],
     "public": headline(out / "public" / "metrics.json"),
     "private": headline(out / "private" / "metrics.json"),
 }

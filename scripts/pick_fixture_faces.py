@@ -1,7 +1,8 @@
 """Pick the bundled model's regression fixture: per class, the 2 PublicTest faces it is surest of.
 
-    python scripts/pick_fixture_faces.py ../shared/data/fer2013 tests/fixtures/faces
+python scripts/pick_fixture_faces.py ../shared/data/fer2013 tests/fixtures/faces
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """Shared fixtures and helpers: small synthetic FER-like data (no ../shared, no network needed)."""
+
 from __future__ import annotations
 
 import csv
@@ -56,11 +57,15 @@ def write_fer_csv(path: Path, n_per_class: int = 6, seed: int = 0) -> Path:
 
 
 def write_fer_folders(root: Path, n_per_class: int = 6, seed: int = 0, ext: str = "png") -> Path:
-    """train/<class>/Training_<id>.<ext> and test/<class>/{PublicTest,PrivateTest}_<id>.<ext>; same images as write_fer_csv."""
+    """train/<class>/Training_<id>.<ext> and test/<class>/{PublicTest,PrivateTest}_<id>.<ext>
+
+    The same images as ``write_fer_csv``."""
     import cv2
 
     i = 0
-    for u_i, (usage, top) in enumerate([("Training", "train"), ("PublicTest", "test"), ("PrivateTest", "test")]):
+    for u_i, (usage, top) in enumerate(
+        [("Training", "train"), ("PublicTest", "test"), ("PrivateTest", "test")]
+    ):
         imgs, labels = make_synthetic(n_per_class, seed=seed + u_i)  # the same images as write_fer_csv
         for img, y in zip(imgs, labels):
             d = root / top / FOLDER_NAMES[y]

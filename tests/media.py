@@ -3,6 +3,7 @@
 The face is the one in ``examples/astronaut.png`` (a real photo the Haar cascade finds); scenes paste it
 at given sizes onto a smooth faceless background, so the true boxes are known.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -29,7 +30,7 @@ def face_patch(side: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     import cv2
 
     x, y, w, h = PATCH
-    patch = cv2.resize(astronaut()[y:y + h, x:x + w], (side, side), interpolation=cv2.INTER_AREA)
+    patch = cv2.resize(astronaut()[y : y + h, x : x + w], (side, side), interpolation=cv2.INTER_AREA)
     s = side / w
     fx, fy, fw, fh = FACE_BOX
     return patch, (round((fx - x) * s), round((fy - y) * s), round(fw * s), round(fh * s))
@@ -50,8 +51,9 @@ def background(width: int = 640, height: int = 480, seed: int = 0) -> np.ndarray
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def scene(n_faces: int = 1, width: int = 640, height: int = 480, side: int | None = None,
-          seed: int = 0) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+def scene(
+    n_faces: int = 1, width: int = 640, height: int = 480, side: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """RGB image with ``n_faces`` astronaut faces in a row, left to right, and their true face boxes."""
     img = background(width, height, seed)
     side = side or min(height - 40, (width - 20) // max(n_faces, 1) - 10, 300)
@@ -62,7 +64,7 @@ def scene(n_faces: int = 1, width: int = 640, height: int = 480, side: int | Non
         y0 = (height - side) // 2 + (12 if k % 2 else -12)
         y0 = min(max(y0, 0), height - side)
         patch, (fx, fy, fw, fh) = face_patch(side)
-        img[y0:y0 + side, x0:x0 + side] = patch
+        img[y0 : y0 + side, x0 : x0 + side] = patch
         boxes.append((x0 + fx, y0 + fy, fw, fh))
     return img, boxes
 
@@ -84,7 +86,7 @@ def moving_frames(n: int = 24, width: int = 320, height: int = 240, side: int = 
         f = bg.copy()
         x0 = 10 + int((width - side - 20) * i / max(n - 1, 1))
         y0 = (height - side) // 2
-        f[y0:y0 + side, x0:x0 + side] = patch
+        f[y0 : y0 + side, x0 : x0 + side] = patch
         frames.append(f)
     return frames
 
@@ -135,7 +137,12 @@ def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
     import zlib
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * (width + 1) * 4)  # a few rows; the header is what matters

@@ -1,4 +1,5 @@
 """The web API with FastAPI's TestClient: faces, empty results, every 4xx, the size limit, the live socket."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,12 +58,15 @@ def test_faceless_image_gives_empty_list(client):
     assert r.status_code == 200 and r.json()["faces"] == []
 
 
-@pytest.mark.parametrize("data,ctype,status,words", [
-    (b"hello, I am text", "text/plain", 415, "not an image"),
-    (b"%PDF-1.4 ...", "application/pdf", 415, "not an image"),
-    (b"", "image/png", 400, "empty"),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "image/png", 400, "not a readable image"),
-])
+@pytest.mark.parametrize(
+    "data,ctype,status,words",
+    [
+        (b"hello, I am text", "text/plain", 415, "not an image"),
+        (b"%PDF-1.4 ...", "application/pdf", 415, "not an image"),
+        (b"", "image/png", 400, "empty"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "image/png", 400, "not a readable image"),
+    ],
+)
 def test_bad_uploads(client, data, ctype, status, words):
     r = _post(client, data, "f", ctype)
     assert r.status_code == status and words in r.json()["detail"]
@@ -82,7 +86,10 @@ def test_decompression_bomb_refused(client):
 
 def test_missing_field_and_wrong_body_are_400(client):
     assert client.post("/api/predict", files={"image": ("x.jpg", b"1", "image/jpeg")}).status_code == 400
-    assert client.post("/api/predict", content=b"{}", headers={"content-type": "application/json"}).status_code == 400
+    assert (
+        client.post("/api/predict", content=b"{}", headers={"content-type": "application/json"}).status_code
+        == 400
+    )
 
 
 def test_size_limit_413_with_and_without_content_length(client):
@@ -94,7 +101,9 @@ def test_size_limit_413_with_and_without_content_length(client):
         for _ in range(3):
             yield b"\x00" * (512 * 1024)
 
-    r = client.post("/api/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    r = client.post(
+        "/api/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
     assert r.status_code == 413
     # and the server still answers
     assert _post(client, encode(scene(1)[0])).status_code == 200

@@ -5,6 +5,7 @@ an upload goes through the file chooser. Skipped when chromium or playwright is 
 ``apt-get install -y chromium`` and ``pip install playwright websockets``; never ``playwright install``).
 A screenshot is kept under ``test-artifacts/``.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -30,7 +31,10 @@ def _chromium_runs() -> bool:
     import subprocess
 
     try:
-        return subprocess.run([CHROMIUM, "--version"], capture_output=True, timeout=30, check=False).returncode == 0
+        return (
+            subprocess.run([CHROMIUM, "--version"], capture_output=True, timeout=30, check=False).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -43,7 +47,7 @@ def _clip(path: Path, n: int = 30) -> Path:
     for i in range(n):
         f = bg.copy()
         x0 = 180 + int(40 * i / n)
-        f[110:370, x0:x0 + 260] = patch
+        f[110:370, x0 : x0 + 260] = patch
         frames.append(f)
     return write_y4m(path, frames, fps=15)
 
@@ -63,8 +67,11 @@ def server(tmp_path_factory):
 
     ckpt = tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(Settings(model=str(ckpt))), host="127.0.0.1", port=port,
-                                        log_level="warning"))
+    srv = uvicorn.Server(
+        uvicorn.Config(
+            create_app(Settings(model=str(ckpt))), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
     th = threading.Thread(target=srv.run, daemon=True)
     th.start()
     deadline = time.monotonic() + 60
@@ -84,10 +91,19 @@ def page(server, tmp_path_factory):
     clip = _clip(tmp_path_factory.mktemp("clip") / "clip.y4m")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--use-fake-device-for-media-stream",
-                  "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={clip}"])
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--headless",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-video-capture={clip}",
+            ],
+        )
         try:
             ctx = browser.new_context(viewport={"width": 1280, "height": 1100})
             pg = ctx.new_page()
@@ -125,7 +141,9 @@ def test_upload_of_a_non_image_shows_the_error(page, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not really a picture")
     page.set_input_files("#file-input", str(bad))
-    page.wait_for_function("document.querySelector('#upload-status').classList.contains('error')", timeout=15000)
+    page.wait_for_function(
+        "document.querySelector('#upload-status').classList.contains('error')", timeout=15000
+    )
     assert "not an image" in page.inner_text("#upload-status")
 
 

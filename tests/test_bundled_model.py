@@ -1,4 +1,5 @@
 """The bundled default model: loads offline, sums to 1, gets clear faces right, matches its card."""
+
 from __future__ import annotations
 
 import hashlib
@@ -45,7 +46,9 @@ def test_files_match_the_model_card():
     assert hashlib.sha256(data).hexdigest() == card["sha256"]
     assert len(data) == card["bytes"] and len(data) <= 20_000_000
     model_card = (ROOT / "docs" / "MODEL_CARD.md").read_text()
-    assert re.search(rf"default\.onnx.*{card['sha256']}", model_card), "docs/MODEL_CARD.md lists another checksum"
+    assert re.search(rf"default\.onnx.*{card['sha256']}", model_card), (
+        "docs/MODEL_CARD.md lists another checksum"
+    )
 
 
 def test_readme_example_photo(rec):

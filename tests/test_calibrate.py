@@ -1,4 +1,5 @@
 """ferkit calibrate: temperature fitted on PublicTest, stored in the checkpoint, accuracy unchanged."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,18 @@ def test_calibrate_stores_temperature_and_keeps_ranking(tmp_path, fer_csv, overc
 
 
 def test_calibrate_refuses_privatetest(tmp_path, fer_csv, overconfident_ckpt, capsys):
-    rc = main(["calibrate", str(overconfident_ckpt), "--data", str(fer_csv), "-o", str(tmp_path / "x.pt"),
-               "--split", "PrivateTest"])
+    rc = main(
+        [
+            "calibrate",
+            str(overconfident_ckpt),
+            "--data",
+            str(fer_csv),
+            "-o",
+            str(tmp_path / "x.pt"),
+            "--split",
+            "PrivateTest",
+        ]
+    )
     assert rc != 0 and "PrivateTest" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 
 
@@ -63,8 +74,20 @@ def test_calibrated_checkpoint_with_offsets_exports_and_scores_alike(tmp_path, f
     from ferkit.inference.export import export_onnx, probe_images
 
     out = tmp_path / "cal.pt"
-    assert main(["calibrate", str(overconfident_ckpt), "--data", str(fer_csv), "-o", str(out),
-                 "--prior-correction"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                str(overconfident_ckpt),
+                "--data",
+                str(fer_csv),
+                "-o",
+                str(out),
+                "--prior-correction",
+            ]
+        )
+        == 0
+    )
     ck = load_checkpoint(out)
     assert len(ck["meta"]["logit_bias"]) == 7
     images = probe_images(16)

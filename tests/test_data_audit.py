@@ -1,4 +1,5 @@
 """Duplicate audit, dataset statistics and the ``ferkit data`` command."""
+
 from __future__ import annotations
 
 import json
@@ -125,7 +126,10 @@ def test_cli_val_fraction_and_cache(tmp_path, synthetic, capsys):
     for i, (img, y) in enumerate(zip(images, labels)):
         (tmp_path / "plain" / names[y]).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(tmp_path / "plain" / names[y] / f"{i}.png"), img)
-    assert main(["data", "stats", str(tmp_path / "plain"), "--json", "--val-fraction", "0.2", "--seed", "3"]) == 0
+    assert (
+        main(["data", "stats", str(tmp_path / "plain"), "--json", "--val-fraction", "0.2", "--seed", "3"])
+        == 0
+    )
     stats = json.loads(capsys.readouterr().out)
     assert stats["splits"]["PublicTest"]["counts"]["Happy"] == 2
     assert main(["data", "cache", str(tmp_path / "plain")]) == 0

@@ -1,4 +1,5 @@
 """The on-disk dataset cache: hits, invalidation, damaged entries, bypass."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """FER2013 CSV and folder loaders, generic class folders, AffectNet, load_dataset, bad input."""
+
 from __future__ import annotations
 
 import csv
@@ -91,9 +92,12 @@ def test_jpeg_folders_load_close_to_the_pixels(tmp_path, fer):
 def test_split_from_file_prefix_wins_over_folder(tmp_path, fer):
     images, labels, _ = fer
     # every file in test/, but its prefix names the official split
-    splits = np.array(["PrivateTest", "PublicTest"] * (len(labels) // 2) + ["PrivateTest"] * (len(labels) % 2))
-    ds = load_fer2013_folders(write_tree(tmp_path / "fer", images, labels, splits,
-                                         tops={s: "test" for s in SPLITS}))
+    splits = np.array(
+        ["PrivateTest", "PublicTest"] * (len(labels) // 2) + ["PrivateTest"] * (len(labels) % 2)
+    )
+    ds = load_fer2013_folders(
+        write_tree(tmp_path / "fer", images, labels, splits, tops={s: "test" for s in SPLITS})
+    )
     assert sorted(ds.splits.tolist()) == sorted(splits.tolist())
     for src, s in zip(ds.sources, ds.splits):
         assert Path(src).name.startswith(s + "_")
@@ -120,7 +124,9 @@ def test_without_prefixes_train_is_split_stratified_and_seeded(tmp_path, synthet
 
 def test_csv_without_usage_is_training_with_a_carved_validation_split(tmp_path, synthetic):
     images, labels = synthetic(10)
-    path = write_csv(tmp_path / "train.csv", images, labels, ["Training"] * len(labels), header=("emotion", "pixels"))
+    path = write_csv(
+        tmp_path / "train.csv", images, labels, ["Training"] * len(labels), header=("emotion", "pixels")
+    )
     ds = load_fer2013_csv(path, val_fraction=0.2)
     np.testing.assert_array_equal(ds.split("PublicTest").class_counts(), [2] * 7)
 
@@ -165,7 +171,10 @@ def test_split_level_above_class_folders(tmp_path, synthetic):
             cv2.imwrite(str(d / f"{i}.png"), img)
     ds = load_affectnet(tmp_path / "an")
     assert {s: int((ds.splits == s).sum()) for s in ds.split_names()} == {
-        "Training": 14, "PublicTest": 14, "PrivateTest": 14}
+        "Training": 14,
+        "PublicTest": 14,
+        "PrivateTest": 14,
+    }
 
 
 def test_bad_mapping_target(tmp_path, fer):
@@ -184,15 +193,23 @@ def _csv_lines(tmp_path, fer, edit):
     return path
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda ls: ls.__setitem__(3, ls[3].rsplit(" ", 1)[0] + ",Training"),
-     r"fer2013.csv:4: 2303 pixel values, expected 2304"),
-    (lambda ls: ls.__setitem__(5, "7" + ls[5][1:]), r"fer2013.csv:6: emotion '7' is not a label 0..6"),
-    (lambda ls: ls.__setitem__(5, "x" + ls[5][1:]), r"fer2013.csv:6: emotion 'x'"),
-    (lambda ls: ls.__setitem__(2, ls[2].replace("Training", "Train")), r"fer2013.csv:3: Usage 'Train' is not one"),
-    (lambda ls: ls.__setitem__(9, "3,1 2 3"), r"fer2013.csv:10: 2 fields, expected 3"),
-    (lambda ls: ls.__setitem__(0, "label,pixels,Usage"), r"fer2013.csv:1: no emotion column"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda ls: ls.__setitem__(3, ls[3].rsplit(" ", 1)[0] + ",Training"),
+            r"fer2013.csv:4: 2303 pixel values, expected 2304",
+        ),
+        (lambda ls: ls.__setitem__(5, "7" + ls[5][1:]), r"fer2013.csv:6: emotion '7' is not a label 0..6"),
+        (lambda ls: ls.__setitem__(5, "x" + ls[5][1:]), r"fer2013.csv:6: emotion 'x'"),
+        (
+            lambda ls: ls.__setitem__(2, ls[2].replace("Training", "Train")),
+            r"fer2013.csv:3: Usage 'Train' is not one",
+        ),
+        (lambda ls: ls.__setitem__(9, "3,1 2 3"), r"fer2013.csv:10: 2 fields, expected 3"),
+        (lambda ls: ls.__setitem__(0, "label,pixels,Usage"), r"fer2013.csv:1: no emotion column"),
+    ],
+)
 def test_bad_csv_rows_name_the_line(tmp_path, fer, edit, message):
     with pytest.raises(DataError, match=message):
         load_fer2013_csv(_csv_lines(tmp_path, fer, edit))
@@ -226,8 +243,12 @@ def test_skip_bad_csv_rows_are_counted(tmp_path, fer):
 
 
 def test_missing_paths(tmp_path):
-    for call in (lambda: load_dataset(tmp_path / "nope"), lambda: load_fer2013_csv(tmp_path / "x.csv"),
-                 lambda: load_folders(tmp_path / "nope"), lambda: load_affectnet(tmp_path / "nope")):
+    for call in (
+        lambda: load_dataset(tmp_path / "nope"),
+        lambda: load_fer2013_csv(tmp_path / "x.csv"),
+        lambda: load_folders(tmp_path / "nope"),
+        lambda: load_affectnet(tmp_path / "nope"),
+    ):
         with pytest.raises(DataError, match="not found"):
             call()
     (tmp_path / "a.txt").write_text("hi")
@@ -256,8 +277,11 @@ def test_empty_class_folder_and_no_images(tmp_path, fer):
     (root / "test" / "disgust_extra").mkdir()
     empty = root / "train" / "Neutral2"
     empty.mkdir()
-    assert load_dataset(root).skipped == {"dropped class contempt": 0, "dropped class disgust_extra": 0,
-                                          "dropped class neutral2": 0}
+    assert load_dataset(root).skipped == {
+        "dropped class contempt": 0,
+        "dropped class disgust_extra": 0,
+        "dropped class neutral2": 0,
+    }
     ds = load_folders(root / "train", mapping={"neutral2": "Neutral"}, skip_bad=True)
     assert ds.skipped["empty class folder"] == 1
     with pytest.raises(DataError, match=r"empty class folder: .*Neutral2"):
@@ -293,6 +317,9 @@ def test_real_fer2013(shared_data, monkeypatch):
     ds = load_dataset(shared_data / "fer2013")
     warm = load_dataset(shared_data / "fer2013")
     assert {s: int((ds.splits == s).sum()) for s in ds.split_names()} == {
-        "Training": 28709, "PublicTest": 3589, "PrivateTest": 3589}
+        "Training": 28709,
+        "PublicTest": 3589,
+        "PrivateTest": 3589,
+    }
     np.testing.assert_array_equal(warm.images, ds.images)
     assert int(in_other_split(ds, "PrivateTest").sum()) == 260

@@ -1,4 +1,5 @@
 """Ensembles: exact combination rules, learned weights, the file format, evaluation and the CLI."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,7 +27,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def save_member(path, seed: int, temperature: float = 1.0):
     torch.manual_seed(seed)
-    save_torch(make_checkpoint(create_model("vgg_fer_w16"), ModelMeta("vgg_fer_w16", temperature=temperature)), path)
+    save_torch(
+        make_checkpoint(create_model("vgg_fer_w16"), ModelMeta("vgg_fer_w16", temperature=temperature)), path
+    )
     return path
 
 
@@ -45,8 +48,12 @@ def faces():
 def test_prob_mode_is_exactly_the_mean_of_member_softmax(members, faces, tta):
     e = load_ensemble_from(members, "prob")
     with torch.inference_mode():
-        want = torch.stack([torch.softmax(forward_tta(m, faces, meta, tta) / meta.temperature, -1)
-                            for m, meta in zip(e.members, e.metas)]).mean(0)
+        want = torch.stack(
+            [
+                torch.softmax(forward_tta(m, faces, meta, tta) / meta.temperature, -1)
+                for m, meta in zip(e.members, e.metas)
+            ]
+        ).mean(0)
         got = e.predict_proba(faces, tta)
     assert torch.equal(got, want)
     assert torch.allclose(got.sum(-1), torch.ones(len(faces)))
@@ -55,8 +62,9 @@ def test_prob_mode_is_exactly_the_mean_of_member_softmax(members, faces, tta):
 def test_logit_mode_is_the_softmax_of_the_mean_logit(members, faces):
     e = load_ensemble_from(members, "logit")
     with torch.inference_mode():
-        mean_logit = torch.stack([forward_tta(m, faces, meta, "mirror") / meta.temperature
-                                  for m, meta in zip(e.members, e.metas)]).mean(0)
+        mean_logit = torch.stack(
+            [forward_tta(m, faces, meta, "mirror") / meta.temperature for m, meta in zip(e.members, e.metas)]
+        ).mean(0)
         assert torch.equal(e.predict_proba(faces, "mirror"), torch.softmax(mean_logit, -1))
 
 
@@ -70,7 +78,9 @@ def test_learned_mode_weights_the_member_probabilities(members, faces):
 
 def load_ensemble_from(paths, combine, weights=None):
     singles = [load_torch(p) for p in paths]
-    return Ensemble([s.members[0] for s in singles], [s.metas[0] for s in singles], combine=combine, weights=weights)
+    return Ensemble(
+        [s.members[0] for s in singles], [s.metas[0] for s in singles], combine=combine, weights=weights
+    )
 
 
 def test_fit_weights_finds_the_informative_member():
@@ -94,7 +104,9 @@ def test_file_round_trip_is_plain_and_safe(members, faces, tmp_path):
     assert set(raw["members"][0]) == {"name", "source", "meta", "model"}  # no optimizer state
     loaded = load_ensemble(path)
     with torch.inference_mode():
-        assert torch.equal(loaded.predict_proba(faces), load_ensemble_from(members, "prob").predict_proba(faces))
+        assert torch.equal(
+            loaded.predict_proba(faces), load_ensemble_from(members, "prob").predict_proba(faces)
+        )
     assert isinstance(load_torch(path), Ensemble) and len(load_torch(members[0]).members) == 1
 
 
@@ -133,21 +145,67 @@ def test_evaluate_scores_an_ensemble_and_each_member(members, tmp_path):
 
 def test_cli_build(members, tmp_path, fer_folders, capsys):
     out = tmp_path / "ens.pt"
-    assert main(["ensemble", "build", "--member", str(members[0]), str(members[1]), "--member", str(members[2]),
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "ensemble",
+                "build",
+                "--member",
+                str(members[0]),
+                str(members[1]),
+                "--member",
+                str(members[2]),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert load_ensemble(out).combine == "prob" and len(load_ensemble(out).members) == 3
     learned = tmp_path / "learned.pt"
-    assert main(["ensemble", "build", "--member", *map(str, members[:2]), "-o", str(learned),
-                 "--combine", "learned", "--data", str(fer_folders), "--tta", "center"]) == 0
+    assert (
+        main(
+            [
+                "ensemble",
+                "build",
+                "--member",
+                *map(str, members[:2]),
+                "-o",
+                str(learned),
+                "--combine",
+                "learned",
+                "--data",
+                str(fer_folders),
+                "--tta",
+                "center",
+            ]
+        )
+        == 0
+    )
     raw = torch.load(learned, weights_only=True)
     assert raw["fit"]["split"] == "PublicTest" and sum(raw["weights"]) == pytest.approx(1.0, abs=1e-5)
     assert "learned weights on PublicTest" in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_line(members, tmp_path, capsys):
-    assert main(["ensemble", "build", "--member", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "e.pt")]) == 4
-    assert main(["ensemble", "build", "--member", str(members[0]), "-o", str(tmp_path / "e.pt"),
-                 "--combine", "learned"]) != 0
+    assert (
+        main(["ensemble", "build", "--member", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "e.pt")]) == 4
+    )
+    assert (
+        main(
+            [
+                "ensemble",
+                "build",
+                "--member",
+                str(members[0]),
+                "-o",
+                str(tmp_path / "e.pt"),
+                "--combine",
+                "learned",
+            ]
+        )
+        != 0
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("ferkit: error:") for line in err)
     assert not (tmp_path / "e.pt").exists()

@@ -1,4 +1,5 @@
 """Metrics and calibration against hand-computed values."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Batched test-time-crop predictions and loading scorers from model files."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,8 +54,12 @@ def test_center_mirror_and_batching(images):
     center = crop_logits(model, meta, images, "center")[0]
     mirror = crop_logits(model, meta, images, "mirror")
     np.testing.assert_allclose(predict_logits(model, meta, images, "center"), center, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(predict_logits(model, meta, images[:, None], "mirror", batch_size=3),
-                               mirror.mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        predict_logits(model, meta, images[:, None], "mirror", batch_size=3),
+        mirror.mean(axis=0),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     assert predict_logits(model, meta, images[:0]).shape == (0, 7)
 
 

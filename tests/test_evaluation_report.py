@@ -1,4 +1,5 @@
 """evaluate_dataset (de-duplicated twin set, members), the report files, and ``ferkit evaluate``."""
+
 from __future__ import annotations
 
 import importlib
@@ -130,14 +131,23 @@ def sample_result(planted, monkeypatch):
     monkeypatch.setattr(evaluate_mod, "duplicate_mask", lambda ds, split: mask)
     scorer = Pair(Memoriser("mem", planted.split("Training")), Constant(3))
     res = evaluate_dataset(scorer, planted, "PrivateTest", tta="center")
-    return {"command": ["ferkit", "evaluate", "pair.pt"], "model_path": "pair.pt", "data_path": "fer.csv",
-            "model": scorer.describe(), **res}
+    return {
+        "command": ["ferkit", "evaluate", "pair.pt"],
+        "model_path": "pair.pt",
+        "data_path": "fer.csv",
+        "model": scorer.describe(),
+        **res,
+    }
 
 
 def test_report_files(planted, monkeypatch, tmp_path):
     result = sample_result(planted, monkeypatch)
     paths = write_report(result, tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["confusion.png", "metrics.json", "report.md"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "confusion.png",
+        "metrics.json",
+        "report.md",
+    ]
     saved = json.loads(paths["json"].read_text())
     assert saved["command"] == ["ferkit", "evaluate", "pair.pt"]
     assert saved["sets"]["PrivateTest"]["confusion"] == result["sets"]["PrivateTest"]["confusion"]
@@ -166,6 +176,7 @@ def test_terminal_table(planted, monkeypatch):
 
 # --- the command ---------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def cli(monkeypatch):
     """``ferkit`` with only the evaluate subcommand (the others are not this file's business)."""
@@ -184,8 +195,23 @@ def tiny_ckpt(tmp_path):
 
 def test_cli_evaluate_writes_report(cli, tiny_ckpt, fer_csv, tmp_path, capsys):
     out = tmp_path / "eval"
-    assert cli(["evaluate", str(tiny_ckpt), "--data", str(fer_csv), "-o", str(out), "--batch-size", "16",
-                "--tta", "mirror"]) == 0
+    assert (
+        cli(
+            [
+                "evaluate",
+                str(tiny_ckpt),
+                "--data",
+                str(fer_csv),
+                "-o",
+                str(out),
+                "--batch-size",
+                "16",
+                "--tta",
+                "mirror",
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     assert "top-1" in stdout and "PrivateTest" in stdout and "(tta mirror)" in stdout
     saved = json.loads((out / "metrics.json").read_text())
@@ -202,8 +228,23 @@ def test_cli_evaluate_writes_report(cli, tiny_ckpt, fer_csv, tmp_path, capsys):
 
 
 def test_cli_evaluate_json(cli, tiny_ckpt, fer_csv, capsys):
-    assert cli(["evaluate", str(tiny_ckpt), "--data", str(fer_csv), "--split", "PublicTest", "--tta", "center",
-                "--no-dedup", "--json"]) == 0
+    assert (
+        cli(
+            [
+                "evaluate",
+                str(tiny_ckpt),
+                "--data",
+                str(fer_csv),
+                "--split",
+                "PublicTest",
+                "--tta",
+                "center",
+                "--no-dedup",
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert list(res["sets"]) == ["PublicTest"] and res["dedup"] is None and "files" not in res
 
@@ -211,7 +252,13 @@ def test_cli_evaluate_json(cli, tiny_ckpt, fer_csv, capsys):
 def test_cli_defaults(cli):
     args = ferkit.cli.build_parser().parse_args(["evaluate", "m.pt", "--data", "d"])
     # tta None: the crops built into an .onnx file, else ten_crop (resolved in evaluate())
-    assert (args.tta, args.split, args.dedup, args.out, args.batch_size) == (None, "PrivateTest", True, None, 256)
+    assert (args.tta, args.split, args.dedup, args.out, args.batch_size) == (
+        None,
+        "PrivateTest",
+        True,
+        None,
+        256,
+    )
 
 
 def test_cli_missing_checkpoint(cli, fer_csv, tmp_path, capsys):
@@ -232,7 +279,10 @@ def test_cli_not_a_checkpoint(cli, fer_csv, tmp_path, capsys):
 
 
 def test_cli_unknown_split(cli, tiny_ckpt, fer_csv, capsys):
-    assert cli(["evaluate", str(tiny_ckpt), "--data", str(fer_csv), "--split", "Validation"]) == DataError.exit_code
+    assert (
+        cli(["evaluate", str(tiny_ckpt), "--data", str(fer_csv), "--split", "Validation"])
+        == DataError.exit_code
+    )
     assert "available: Training, PublicTest, PrivateTest" in capsys.readouterr().err
 
 

@@ -1,5 +1,6 @@
 """ONNX export: parity with PyTorch for single models and ensembles in every crop mode, metadata,
 fp16/int8 variants, the no-file-on-failure rule, the ONNX scorer and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -59,7 +60,7 @@ def test_parity_with_pytorch(files, kind, tta, tmp_path):
     assert res.parity < 1e-4 and out.is_file()
     model = OnnxModel(out)
     batch = model.predict_proba(PROBES)
-    one_by_one = np.concatenate([model(PROBES[i:i + 1]) for i in range(len(PROBES))])
+    one_by_one = np.concatenate([model(PROBES[i : i + 1]) for i in range(len(PROBES))])
     assert np.abs(batch - one_by_one).max() < 1e-6  # the batch size is dynamic, not traced
     assert batch.std() > 1e-3  # parity is not vacuous: the outputs are not all uniform
     meta = read_metadata(out)
@@ -73,7 +74,10 @@ def test_float_input_and_logit_ensemble(files):
     res = export_onnx(ens, tta="mirror", input_format="float", probes=PROBES)
     model = OnnxModel(res.data)
     assert model.input_dtype == np.float32 and model.metadata["combine"] == "logit"
-    assert np.abs(model.predict_proba(PROBES.astype(np.float32)) - torch_probs(ens, PROBES, "mirror")).max() < 1e-4
+    assert (
+        np.abs(model.predict_proba(PROBES.astype(np.float32)) - torch_probs(ens, PROBES, "mirror")).max()
+        < 1e-4
+    )
 
 
 def test_parity_failure_leaves_no_file(files, tmp_path):
@@ -137,10 +141,15 @@ def test_evaluate_onnx_uses_its_built_in_crops_by_default(files, fer_csv, tmp_pa
 
 def test_cli_export(files, fer_folders, tmp_path, capsys):
     out = tmp_path / "ens.onnx"
-    assert main(["export", str(files["ensemble"]), "-o", str(out), "--tta", "mirror", "--input", "float"]) == 0
+    assert (
+        main(["export", str(files["ensemble"]), "-o", str(out), "--tta", "mirror", "--input", "float"]) == 0
+    )
     assert read_metadata(out)["tta"] == "mirror" and read_metadata(out)["input"] == "float"
     q = tmp_path / "q.onnx"
-    assert main(["export", str(files["single"]), "-o", str(q), "--int8", "static", "--data", str(fer_folders)]) == 0
+    assert (
+        main(["export", str(files["single"]), "-o", str(q), "--int8", "static", "--data", str(fer_folders)])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "parity ONNX Runtime vs PyTorch" in text and "on PublicTest" in text and "points" in text
     assert OnnxModel(q).precision == "int8-static"

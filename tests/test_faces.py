@@ -1,4 +1,5 @@
 """Face detection, cropping, smoothing, drawing and video I/O (no model needed except where noted)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -88,8 +89,9 @@ def test_detector_choice_errors(tmp_path):
 
 
 def _face(x, probs):
-    return Face(Box(x, 50, 80, 80), Box(x, 50, 80, 80), np.zeros((48, 48), np.uint8),
-                np.asarray(probs, np.float32))
+    return Face(
+        Box(x, 50, 80, 80), Box(x, 50, 80, 80), np.zeros((48, 48), np.uint8), np.asarray(probs, np.float32)
+    )
 
 
 def test_smoother_keeps_track_ids_and_averages():

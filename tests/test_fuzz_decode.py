@@ -1,6 +1,7 @@
 """Bounded fuzz test (issue 14): a few thousand mutations of small PNG, JPEG, GIF, TIFF and WebP files
 through the decode path and the web API. Anything but InputError from the decoder, or a 5xx from the API,
 is a failure. Deterministic (fixed seeds), about 10-20 s on 2 busy cores."""
+
 from __future__ import annotations
 
 import io
@@ -39,13 +40,25 @@ def seeds() -> dict[str, list[bytes]]:
     pal = im.convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
     deep = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)
     return {
-        "png": [enc(im, "PNG"), enc(pal, "PNG", transparency=0), enc(deep, "PNG"),
-                enc(im.convert("LA"), "PNG")],
-        "jpeg": [enc(im, "JPEG", exif=exif.tobytes()), enc(im, "JPEG", progressive=True),
-                 enc(im.convert("L"), "JPEG"), enc(im.convert("CMYK"), "JPEG")],
+        "png": [
+            enc(im, "PNG"),
+            enc(pal, "PNG", transparency=0),
+            enc(deep, "PNG"),
+            enc(im.convert("LA"), "PNG"),
+        ],
+        "jpeg": [
+            enc(im, "JPEG", exif=exif.tobytes()),
+            enc(im, "JPEG", progressive=True),
+            enc(im.convert("L"), "JPEG"),
+            enc(im.convert("CMYK"), "JPEG"),
+        ],
         "gif": [enc(pal, "GIF"), enc(pal, "GIF", save_all=True, append_images=[pal.rotate(90)], duration=50)],
-        "tiff": [enc(im, "TIFF"), enc(im, "TIFF", compression="tiff_lzw", exif=exif.tobytes()),
-                 enc(deep, "TIFF"), enc(im.convert("1"), "TIFF")],
+        "tiff": [
+            enc(im, "TIFF"),
+            enc(im, "TIFF", compression="tiff_lzw", exif=exif.tobytes()),
+            enc(deep, "TIFF"),
+            enc(im.convert("1"), "TIFF"),
+        ],
         "webp": [enc(im, "WEBP", quality=80), enc(im.convert("RGBA"), "WEBP", lossless=True)],
     }
 
@@ -60,16 +73,16 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
         elif op == 1 and b:  # a random byte
             b[i] = rng.randrange(256)
         elif op == 2:  # truncate
-            del b[rng.randrange(len(b) + 1):]
+            del b[rng.randrange(len(b) + 1) :]
         elif op == 3:  # insert random bytes
             b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
         elif op == 4 and b:  # a run of 0xFF / 0x00: huge or zero sizes and counts
-            b[i:i + 4] = bytes([rng.choice((0, 255))]) * 4
+            b[i : i + 4] = bytes([rng.choice((0, 255))]) * 4
         elif op == 5 and len(b) > 8:  # duplicate a slice
             j = rng.randrange(len(b))
-            b[i:i] = b[j:j + rng.randrange(1, 64)]
+            b[i:i] = b[j : j + rng.randrange(1, 64)]
         elif op == 6 and len(b) > 8:  # delete a slice
-            del b[i:i + rng.randrange(1, 16)]
+            del b[i : i + rng.randrange(1, 16)]
     return bytes(b)
 
 

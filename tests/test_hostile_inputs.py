@@ -3,6 +3,7 @@
 Every input is generated here: bomb-like JPEGs (tiny files declaring huge sizes), corrupt EXIF, special
 files, sparse huge files, 16-bit and other pixel formats, and write failures.
 """
+
 from __future__ import annotations
 
 import io
@@ -34,7 +35,7 @@ def jpeg_declaring(width: int, height: int) -> bytes:
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "JPEG", quality=50)
     b = bytearray(buf.getvalue())
     i = b.find(b"\xff\xc0")
-    b[i + 5:i + 9] = struct.pack(">HH", height, width)
+    b[i + 5 : i + 9] = struct.pack(">HH", height, width)
     return bytes(b)
 
 
@@ -54,15 +55,20 @@ def jpeg_with_corrupt_exif() -> bytes:
 
 def _peak_rss_mb(code: str) -> float:
     """Peak RSS (MB) a fresh interpreter adds by running ``code`` after importing ferkit's decoder."""
-    prog = ("import resource, numpy, cv2, PIL.Image, ferkit.data.images as I\n"
-            "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n" + code +
-            "\nprint((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024)")
-    out = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=120,
-                         check=True)
+    prog = (
+        "import resource, numpy, cv2, PIL.Image, ferkit.data.images as I\n"
+        "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        + code
+        + "\nprint((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", prog], capture_output=True, text=True, timeout=120, check=True
+    )
     return float(out.stdout.split()[-1])
 
 
 # --- item 1: memory scales with the declared size -------------------------------------------------
+
 
 def test_bomb_like_jpeg_is_decoded_reduced_in_bounded_memory(tmp_path):
     path = tmp_path / "big.jpg"
@@ -79,11 +85,19 @@ def test_predict_streams_a_folder_of_bombs_in_bounded_memory(tmp_path):
     d.mkdir()
     for i in range(4):
         (d / f"b{i}.jpg").write_bytes(jpeg_declaring(7000, 7000))
-    prog = ("import resource, sys\nfrom ferkit.cli import main\n"
-            f"rc = main(['predict', {str(d)!r}, '--no-progress', '-o', {str(tmp_path / 'o.jsonl')!r}])\n"
-            "print(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
-    out = subprocess.run([sys.executable, "-c", prog], check=False, capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    prog = (
+        "import resource, sys\nfrom ferkit.cli import main\n"
+        f"rc = main(['predict', {str(d)!r}, '--no-progress', '-o', {str(tmp_path / 'o.jsonl')!r}])\n"
+        "print(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", prog],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )
     rc, peak = out.stdout.split()[-2:]
     assert rc == "0", out.stderr
     # before: ~650 MB per image, 4 at once
@@ -108,6 +122,7 @@ def test_boxes_are_reported_in_full_size_pixels():
 
 # --- item 2: corrupt EXIF -------------------------------------------------------------------------
 
+
 def test_corrupt_exif_is_ignored_with_a_note():
     loaded = load_image(jpeg_with_corrupt_exif(), "x.jpg")
     assert loaded.pixels.shape[:2] == (10, 20)  # orientation not applied, pixels as they are
@@ -131,6 +146,7 @@ def test_predict_folder_with_corrupt_exif_keeps_going(tmp_path, capsys):
 
 
 # --- item 3: one guarded decode path, the dataset loader included ---------------------------------
+
 
 def _class_folders(root, n=3):
     for c in ("happy", "sad"):
@@ -159,6 +175,7 @@ def test_dataset_loader_scales_16_bit_images(tmp_path):
 
 
 # --- item 4: special files ------------------------------------------------------------------------
+
 
 def test_special_files_are_skipped_and_counted(tmp_path):
     root = _class_folders(tmp_path / "ds")
@@ -190,6 +207,7 @@ def test_readers_refuse_non_regular_files_without_blocking(tmp_path):
 
 # --- item 5: size checked before reading ----------------------------------------------------------
 
+
 def test_huge_file_is_refused_before_it_is_read(tmp_path, capsys):
     big = tmp_path / "big.jpg"
     with open(big, "wb") as f:  # sparse: 3 GB declared, nothing on disk
@@ -199,14 +217,29 @@ def test_huge_file_is_refused_before_it_is_read(tmp_path, capsys):
         read_image(big)
     small = tmp_path / "small.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300), np.uint8)).save(small)
-    assert main(["predict", str(small), "--max-file-mb", "0.001", "--no-progress", "-o",
-                 str(tmp_path / "o.jsonl")]) == 1
+    assert (
+        main(
+            [
+                "predict",
+                str(small),
+                "--max-file-mb",
+                "0.001",
+                "--no-progress",
+                "-o",
+                str(tmp_path / "o.jsonl"),
+            ]
+        )
+        == 1
+    )
     assert "the limit is 1048 bytes (--max-file-mb)" in capsys.readouterr().err
-    assert _peak_rss_mb(f"""
+    assert (
+        _peak_rss_mb(f"""
 try:
     I.read_image({str(big)!r})
 except Exception:
-    pass""") < 50
+    pass""")
+        < 50
+    )
 
 
 def test_data_commands_take_max_file_mb(tmp_path, capsys, monkeypatch):
@@ -221,6 +254,7 @@ def test_data_commands_take_max_file_mb(tmp_path, capsys, monkeypatch):
 
 
 # --- item 6: bit depths and modes -----------------------------------------------------------------
+
 
 def _roundtrip(im: Image.Image, fmt: str) -> np.ndarray:
     buf = io.BytesIO()
@@ -261,6 +295,7 @@ def test_other_modes_convert_by_their_meaning():
 
 # --- item 10: write failures ----------------------------------------------------------------------
 
+
 def test_unwritable_outputs_are_one_clear_line(tmp_path, capsys):
     img = tmp_path / "a.png"
     Image.fromarray(np.zeros((50, 50, 3), np.uint8)).save(img)
@@ -294,14 +329,20 @@ from ferkit.io import atomic_write
 from ferkit.cli import main
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 try:
-    atomic_write({str(tmp_path / 'ck.pt')!r}, lambda f: torch.save({{"w": torch.zeros(100_000)}}, f))
+    atomic_write({str(tmp_path / "ck.pt")!r}, lambda f: torch.save({{"w": torch.zeros(100_000)}}, f))
 except OSError as e:
     print("SAVE", e.strerror)
-sys.exit(main(["predict", {str(img)!r}, "--no-progress", "--annotate", {str(tmp_path / 'ann')!r},
-               "-o", {str(tmp_path / 'o.jsonl')!r}]))
+sys.exit(main(["predict", {str(img)!r}, "--no-progress", "--annotate", {str(tmp_path / "ann")!r},
+               "-o", {str(tmp_path / "o.jsonl")!r}]))
 """
-    out = subprocess.run([sys.executable, "-c", prog], check=False, capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    out = subprocess.run(
+        [sys.executable, "-c", prog],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )
     assert f"SAVE cannot write {tmp_path / 'ck.pt'}: File too large" in out.stdout
     assert out.returncode == 74, out.stderr
     assert "ferkit: error: cannot write" in out.stderr and "File too large" in out.stderr
@@ -311,6 +352,7 @@ sys.exit(main(["predict", {str(img)!r}, "--no-progress", "--annotate", {str(tmp_
 
 
 # --- item 12: messages ----------------------------------------------------------------------------
+
 
 def test_messages_name_the_input_once_and_no_python_reprs(tmp_path):
     with pytest.raises(InputError) as e:

@@ -1,5 +1,6 @@
 """Issue 14: the server under hostile clients: bomb-like uploads in parallel, corrupt EXIF, slow clients,
 foreign pages on the live socket, a busy port. A fake recognizer keeps these tests free of torch."""
+
 from __future__ import annotations
 
 import io
@@ -92,15 +93,19 @@ def test_corrupt_exif_gives_200_and_a_warning():
 
 def test_live_socket_is_same_origin_by_default():
     with _client() as c:
-        with pytest.raises(WebSocketDisconnect) as e, \
-                c.websocket_connect("/api/live", headers={"origin": "http://evil.example"}) as ws:
+        with (
+            pytest.raises(WebSocketDisconnect) as e,
+            c.websocket_connect("/api/live", headers={"origin": "http://evil.example"}) as ws,
+        ):
             ws.receive_json()
         assert e.value.code == 1008
         with c.websocket_connect("/api/live", headers={"origin": "http://testserver"}) as ws:
             ws.send_text("reset")
             assert ws.receive_json() == {"reset": True}
-    with _client(allow_origins=("http://evil.example",)) as c, \
-            c.websocket_connect("/api/live", headers={"origin": "http://evil.example"}) as ws:
+    with (
+        _client(allow_origins=("http://evil.example",)) as c,
+        c.websocket_connect("/api/live", headers={"origin": "http://evil.example"}) as ws,
+    ):
         ws.send_text("reset")
         assert ws.receive_json() == {"reset": True}
 
@@ -138,8 +143,10 @@ def test_slow_headers_and_short_bodies_are_cut_off(live_server):
     half = socket.create_connection(("127.0.0.1", live_server))
     half.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Ty")
     short = socket.create_connection(("127.0.0.1", live_server))
-    short.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
-                  b"Content-Length: 1000\r\n\r\n" + b"x" * 10)
+    short.sendall(
+        b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: 1000\r\n\r\n" + b"x" * 10
+    )
     silent = socket.create_connection(("127.0.0.1", live_server))
     for s, expect in ((half, b""), (short, b"408"), (silent, b"")):
         data, took = _wait_closed(s)  # socket.timeout (a test failure) if the server holds it

@@ -1,4 +1,5 @@
 """Image decoding and conversion shared by loaders and inference."""
+
 from __future__ import annotations
 
 import io
@@ -31,8 +32,9 @@ def test_float_images_in_unit_range_are_scaled():
     assert to_gray(np.full((4, 4), 1.0)).max() == 255
 
 
-@pytest.mark.parametrize("bad", [np.zeros((0, 0)), np.zeros((2, 2, 2, 2)), np.full((4, 4), np.nan),
-                                 np.zeros((4, 4, 2))])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((0, 0)), np.zeros((2, 2, 2, 2)), np.full((4, 4), np.nan), np.zeros((4, 4, 2))]
+)
 def test_malformed_arrays_are_refused(bad):
     with pytest.raises(InputError):
         to_gray(bad)

@@ -57,14 +57,20 @@ def import_edges() -> set[tuple[str, str, str]]:
 
 
 def test_every_unit_has_a_layer():
-    units = {p.stem if p.is_file() else p.name for p in SRC.iterdir()
-             if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())}
+    units = {
+        p.stem if p.is_file() else p.name
+        for p in SRC.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())
+    }
     assert units - set(LAYERS) <= {"weights", "configs"}, f"new units need a layer: {units - set(LAYERS)}"
 
 
 def test_imports_point_one_way():
-    wrong = sorted(f"{f}: {a} -> {b}" for a, b, f in import_edges()
-                   if not (LAYERS[b] < LAYERS[a] or LAYERS[a] == LAYERS[b] == 0))
+    wrong = sorted(
+        f"{f}: {a} -> {b}"
+        for a, b, f in import_edges()
+        if not (LAYERS[b] < LAYERS[a] or LAYERS[a] == LAYERS[b] == 0)
+    )
     assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
 
 
@@ -97,13 +103,21 @@ def _run_without_extras(code: str, tmp_path: Path) -> subprocess.CompletedProces
         importlib.util.find_spec = lambda n, *a: None if n.split(".")[0] in BLOCKED else _find(n, *a)
     """)
     env = {**os.environ, "FERKIT_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_inference_path_needs_no_extra(tmp_path):
-    """`ferkit predict`, `Recognizer` and faces in a photo with the bundled model, as after `pip install ferkit`."""
-    r = _run_without_extras("""
+    """`ferkit predict`, `Recognizer` and a photo's faces, bundled model, as after `pip install ferkit`."""
+    r = _run_without_extras(
+        """
         import json, sys
         from ferkit.cli import main
         rc = main(["predict", "examples/astronaut.png", "--no-progress", "-o", "out.jsonl"])
@@ -119,23 +133,35 @@ def test_inference_path_needs_no_extra(tmp_path):
         rows = [json.loads(line) for line in open("out.jsonl")]
         print(rows[0]["label"], sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
         assert main(["models"]) == 0
-    """.replace("out.jsonl", str(tmp_path / "out.jsonl")), tmp_path)
+    """.replace("out.jsonl", str(tmp_path / "out.jsonl")),
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == "Happy []"  # the smiling astronaut, and no extra was imported
     assert "needs the [train] extra" in r.stdout
 
 
-@pytest.mark.parametrize(("argv", "extra"), [(["train", "--data", "x"], "train"), (["serve"], "serve"),
-                                             (["evaluate", "m.pt", "--data", "x"], "train")])
+@pytest.mark.parametrize(
+    ("argv", "extra"),
+    [
+        (["train", "--data", "x"], "train"),
+        (["serve"], "serve"),
+        (["evaluate", "m.pt", "--data", "x"], "train"),
+    ],
+)
 def test_missing_extra_is_one_line(tmp_path, argv, extra):
-    r = _run_without_extras(f"""
+    r = _run_without_extras(
+        f"""
         import sys
         from ferkit.cli import main
         sys.exit(main({argv!r}))
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert r.returncode == 6, r.stderr
     assert r.stderr.strip().splitlines() == [
-        f"ferkit: error: ferkit {argv[0]} needs the [{extra}] extra: pip install 'ferkit[{extra}]'"]
+        f"ferkit: error: ferkit {argv[0]} needs the [{extra}] extra: pip install 'ferkit[{extra}]'"
+    ]
 
 
 @pytest.mark.slow
@@ -145,11 +171,22 @@ def test_lean_install_in_a_fresh_venv(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
-    pip = subprocess.run([str(py), "-m", "pip", "install", "-q", str(ROOT)], capture_output=True, text=True,
-                         timeout=900, check=False)
+    pip = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert pip.returncode == 0, pip.stderr[-2000:]
-    r = subprocess.run([str(venv / "bin" / "ferkit"), "predict", str(ROOT / "examples" / "astronaut.png"),
-                        "--no-progress"], capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+    r = subprocess.run(
+        [str(venv / "bin" / "ferkit"), "predict", str(ROOT / "examples" / "astronaut.png"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     assert '"label": "Happy"' in r.stdout
     probe = f"import importlib.util as u; print([m for m in {EXTRAS_ONLY!r} if u.find_spec(m)])"

@@ -47,15 +47,18 @@ def nan_first(w):
     next(v for v in w.values() if v.is_floating_point()).view(-1)[0] = float("nan")
 
 
-@pytest.mark.parametrize(("meta", "weights", "match"), [
-    ({"args": {"fc": 30000}}, None, "do not fit model"),
-    ({"std": 0.0}, None, "std"),
-    ({"mean": float("nan")}, None, "mean"),
-    ({"classes": ["a", "b"]}, None, "7 classes"),
-    ({"input_size": 64}, None, "sizes"),
-    ({"temperature": -1.0}, None, "temperature"),
-    (None, nan_first, "NaN"),
-])
+@pytest.mark.parametrize(
+    ("meta", "weights", "match"),
+    [
+        ({"args": {"fc": 30000}}, None, "do not fit model"),
+        ({"std": 0.0}, None, "std"),
+        ({"mean": float("nan")}, None, "mean"),
+        ({"classes": ["a", "b"]}, None, "7 classes"),
+        ({"input_size": 64}, None, "sizes"),
+        ({"temperature": -1.0}, None, "temperature"),
+        (None, nan_first, "NaN"),
+    ],
+)
 def test_bad_checkpoints_are_refused_by_every_command(good, tmp_path, capsys, meta, weights, match):
     path = edited(good, tmp_path, "bad.pt", meta, weights)
     with pytest.raises(ModelError, match=match):
@@ -75,11 +78,14 @@ def test_bad_checkpoints_are_refused_by_every_command(good, tmp_path, capsys, me
 def test_huge_architecture_in_metadata_allocates_nothing(good, tmp_path):
     """A 3 MB file whose metadata asks for fc=30000 (a 3.8 GB model) is refused before it is built."""
     path = edited(good, tmp_path, "huge.pt", {"args": {"fc": 30000}})
-    code = ("import resource, sys\nfrom ferkit.evaluation.scorers import load_scorer\n"
-            "from ferkit.errors import ModelError\ntry:\n    load_scorer(sys.argv[1])\nexcept ModelError as e:\n"
-            "    print(e)\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
-    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
-                       check=True)
+    code = (
+        "import resource, sys\nfrom ferkit.evaluation.scorers import load_scorer\n"
+        "from ferkit.errors import ModelError\ntry:\n    load_scorer(sys.argv[1])\nexcept ModelError as e:\n"
+        "    print(e)\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120, check=True
+    )
     message, peak_mb = r.stdout.strip().splitlines()
     assert "do not fit model" in message
     assert int(peak_mb) < 1000  # MB; building the model would take about 3,800
@@ -102,14 +108,17 @@ def with_metadata(onnx_file, tmp_path, change):
     return path
 
 
-@pytest.mark.parametrize(("change", "match"), [
-    (lambda m: m.pop("classes"), "malformed"),
-    (lambda m: m.update(classes="[not json"), "malformed"),
-    (lambda m: m.update(classes=json.dumps(["Angry", "Happy"])), "7 classes"),
-    (lambda m: m.update(input_shape=json.dumps(["N", -1, -1])), "input side"),
-    (lambda m: m.update(input_shape=json.dumps(["N", 40, 40])), "input shape"),
-    (lambda m: m.update(tta="five_crop"), "test-time crops"),
-])
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda m: m.pop("classes"), "malformed"),
+        (lambda m: m.update(classes="[not json"), "malformed"),
+        (lambda m: m.update(classes=json.dumps(["Angry", "Happy"])), "7 classes"),
+        (lambda m: m.update(input_shape=json.dumps(["N", -1, -1])), "input side"),
+        (lambda m: m.update(input_shape=json.dumps(["N", 40, 40])), "input shape"),
+        (lambda m: m.update(tta="five_crop"), "test-time crops"),
+    ],
+)
 def test_bad_onnx_metadata_is_refused_at_load(onnx_file, tmp_path, capsys, change, match):
     path = with_metadata(onnx_file, tmp_path, change)
     with pytest.raises(ModelError, match=match):

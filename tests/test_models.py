@@ -1,4 +1,5 @@
 """Model registry: every registered model builds and has the right shape; errors are loud."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """``ferkit predict`` on images, folders (recursive) and a short generated video."""
+
 from __future__ import annotations
 
 import csv
@@ -53,10 +54,24 @@ def test_folder_recursive_csv_and_annotate(tmp_path, capsys, ckpt):
     _png(root / "b" / "c" / "empty.png", background(seed=5))
     (root / "notes.txt").write_text("not an image, ignored")
     out_csv = tmp_path / "out.csv"
-    code, _, err = _run(capsys, root, "--model", ckpt, "--format", "csv", "-o", out_csv, "--annotate", tmp_path / "ann")
+    code, _, err = _run(
+        capsys, root, "--model", ckpt, "--format", "csv", "-o", out_csv, "--annotate", tmp_path / "ann"
+    )
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
-    assert list(rows[0]) == ["source", "frame", "time", "face", "x", "y", "w", "h", "label", "score", *CLASSES]
+    assert list(rows[0]) == [
+        "source",
+        "frame",
+        "time",
+        "face",
+        "x",
+        "y",
+        "w",
+        "h",
+        "label",
+        "score",
+        *CLASSES,
+    ]
     by_source = {}
     for r in rows:
         by_source.setdefault(r["source"], []).append(r)
@@ -114,7 +129,10 @@ def test_one_tiny_crop_does_not_sink_the_others(tmp_path, capsys, ckpt):
     _png(folder / "b.png", background(48, 48))
     code, out, err = _run(capsys, folder, "--model", ckpt, "--face-crops")
     assert code != 0 and "tiny.png" in err
-    assert sorted(json.loads(line)["source"].rsplit("/", 1)[-1] for line in out.splitlines()) == ["a.png", "b.png"]
+    assert sorted(json.loads(line)["source"].rsplit("/", 1)[-1] for line in out.splitlines()) == [
+        "a.png",
+        "b.png",
+    ]
 
 
 def test_output_into_a_missing_folder_is_a_clear_error(tmp_path, capsys, ckpt):

@@ -1,5 +1,6 @@
 """Recognizer: every kind of face input, clear errors for bad ones, and the same answers from every
 backend and file type."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,9 +40,15 @@ def rec(ckpt):
 def test_one_face_gives_one_prediction(rec):
     [p] = rec.predict(GRAY[0])
     assert isinstance(p, FacePrediction) and p.probs.shape == (7,) and p.probs.dtype == np.float32
-    assert p.label == CLASSES[p.index] == rec.classes[p.index] and p.score == pytest.approx(float(p.probs.max()))
+    assert p.label == CLASSES[p.index] == rec.classes[p.index] and p.score == pytest.approx(
+        float(p.probs.max())
+    )
     d = p.to_dict()
-    assert list(d["probs"]) == list(CLASSES) and d["label"] == p.label and abs(sum(d["probs"].values()) - 1) < 1e-5
+    assert (
+        list(d["probs"]) == list(CLASSES)
+        and d["label"] == p.label
+        and abs(sum(d["probs"].values()) - 1) < 1e-5
+    )
     assert rec.backend == "onnx" and rec.name == "w16" and rec.tta == "center"
 
 
@@ -49,8 +56,17 @@ def test_every_input_form(rec):
     g = GRAY[0]
     rgb = np.repeat(g[:, :, None], 3, axis=2)
     rgba = np.dstack([rgb, np.full_like(g, 255)])
-    forms = [g, g[:, :, None], rgb, rgba, g.astype(np.float32) / 255, Image.fromarray(g), Image.fromarray(rgb),
-             Image.fromarray(rgba), Image.fromarray(g).convert("P")]
+    forms = [
+        g,
+        g[:, :, None],
+        rgb,
+        rgba,
+        g.astype(np.float32) / 255,
+        Image.fromarray(g),
+        Image.fromarray(rgb),
+        Image.fromarray(rgba),
+        Image.fromarray(g).convert("P"),
+    ]
     probs = rec.predict_proba(forms)
     assert probs.shape == (len(forms), 7)
     assert np.abs(probs - probs[0]).max() < 2e-2  # the same face, however it arrives
@@ -67,9 +83,21 @@ def test_batches_match_single_faces(rec):
     assert np.abs(probs[63] - rec.predict_proba(many[63])[0]).max() < 1e-6
 
 
-@pytest.mark.parametrize("bad", [np.zeros((0, 0)), np.zeros((0, 48, 48), np.uint8), np.zeros((1, 2, 48, 48, 1)),
-                                 np.full((48, 48), np.nan), np.zeros((48, 48, 2)), np.zeros((4, 4)),
-                                 np.array([["a"]]), "face.png", None, [np.zeros((48, 48)), "x"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((0, 0)),
+        np.zeros((0, 48, 48), np.uint8),
+        np.zeros((1, 2, 48, 48, 1)),
+        np.full((48, 48), np.nan),
+        np.zeros((48, 48, 2)),
+        np.zeros((4, 4)),
+        np.array([["a"]]),
+        "face.png",
+        None,
+        [np.zeros((48, 48)), "x"],
+    ],
+)
 def test_bad_input_is_an_input_error(rec, bad):
     with pytest.raises(InputError):
         rec.predict(bad)

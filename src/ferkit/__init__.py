@@ -1,4 +1,5 @@
 """ferkit: facial expression recognition toolkit."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -45,7 +45,7 @@ def missing_extra_message(module: str, what: str | None = None) -> str | None:
 
 
 def require(what: str, *modules: str) -> None:
-    """MissingExtraError naming the extra when one of ``modules`` is not installed; ``what`` names the feature."""
+    """MissingExtraError naming the extra when one of ``modules`` is missing; ``what`` names the feature."""
     for module in modules:
         if importlib.util.find_spec(module) is None:
             extra = MODULE_EXTRAS.get(module, "all")

@@ -1,4 +1,5 @@
 """The one class order used everywhere, and the maps from dataset folder names to it."""
+
 from __future__ import annotations
 
 CLASSES: tuple[str, ...] = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
@@ -6,13 +7,22 @@ NUM_CLASSES = len(CLASSES)
 
 # Lower-case folder/class names seen in FER2013, AffectNet, RAF-DB, CK+, ExpW... -> index in CLASSES.
 NAME_TO_INDEX: dict[str, int] = {
-    "angry": 0, "anger": 0,
-    "disgust": 1, "disgusted": 1,
-    "fear": 2, "fearful": 2, "scared": 2,
-    "happy": 3, "happiness": 3, "joy": 3,
-    "sad": 4, "sadness": 4,
-    "surprise": 5, "surprised": 5,
-    "neutral": 6, "calm": 6,
+    "angry": 0,
+    "anger": 0,
+    "disgust": 1,
+    "disgusted": 1,
+    "fear": 2,
+    "fearful": 2,
+    "scared": 2,
+    "happy": 3,
+    "happiness": 3,
+    "joy": 3,
+    "sad": 4,
+    "sadness": 4,
+    "surprise": 5,
+    "surprised": 5,
+    "neutral": 6,
+    "calm": 6,
 }
 # Classes some datasets have that are not among the seven: dropped (and counted) by loaders.
 KNOWN_EXTRA = ("contempt",)

@@ -2,6 +2,7 @@
 
 Tests override ``get_recognizer`` (``app.dependency_overrides[get_recognizer] = lambda: fake``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -88,4 +89,6 @@ AppSettings = Annotated[Any, Depends(get_settings)]
 
 def analyzer_for(conn: HTTPConnection, recognizer: Any, live: bool = False) -> FaceAnalyzer:
     state = conn.app.state
-    return FaceAnalyzer(recognizer, state.live_detector if live else state.detector, margin=state.settings.margin)
+    return FaceAnalyzer(
+        recognizer, state.live_detector if live else state.detector, margin=state.settings.margin
+    )

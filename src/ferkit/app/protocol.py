@@ -6,6 +6,7 @@ and counts against ``--max-connections``. ``with_header_timeout`` gives every co
 deliver complete request headers, after it opens and after each response; slower clients are disconnected.
 (The body's own deadline is ``ferkit.app.server.BodyLimit``'s.)
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """Pydantic request/response schemas of the web API (they also document ``/docs``)."""
+
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
@@ -6,7 +7,9 @@ from pydantic import BaseModel, Field
 
 class FaceOut(BaseModel):
     box: list[int] = Field(description="detector box [x, y, width, height] in image pixels")
-    crop_box: list[int] = Field(description="square box the face was cropped from (may extend past the image)")
+    crop_box: list[int] = Field(
+        description="square box the face was cropped from (may extend past the image)"
+    )
     label: str = Field(description="most probable expression")
     score: float = Field(description="its probability")
     probs: dict[str, float] = Field(description="probability of each of the seven classes, in class order")
@@ -18,8 +21,10 @@ class PredictOut(BaseModel):
     width: int
     height: int
     model: str
-    warnings: list[str] = Field(default=[], description="things worth knowing about the image, e.g. EXIF "
-                                                         "orientation unreadable and not applied")
+    warnings: list[str] = Field(
+        default=[],
+        description="things worth knowing about the image, e.g. EXIF orientation unreadable and not applied",
+    )
     ms: float = Field(description="server time spent decoding, detecting and classifying")
 
 

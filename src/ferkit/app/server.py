@@ -4,6 +4,7 @@ One page (``/``, static files served from the package, no CDN), the JSON API und
 (``POST /api/predict``, ``GET /api/health``, WebSocket ``/api/live``) and the OpenAPI docs at ``/docs``.
 Errors become a status and ``{"detail": message}``; no traceback ever reaches the client.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -71,7 +72,11 @@ class BodyLimit:
         self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/api/") or scope["method"] in ("GET", "HEAD"):
+        if (
+            scope["type"] != "http"
+            or not scope["path"].startswith("/api/")
+            or scope["method"] in ("GET", "HEAD")
+        ):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
@@ -107,9 +112,17 @@ class BodyLimit:
     async def _reject(self, send: Any, status: int = 413, detail: str | None = None) -> None:
         mb = self.limit / (1024 * 1024)
         payload = json.dumps({"detail": detail or f"upload too large: the limit is {mb:g} MB"}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -122,10 +135,13 @@ def _offline_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> Any:
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title="ferkit API",
-                                   swagger_js_url="/static-docs/swagger-ui-bundle.js",
-                                   swagger_css_url="/static-docs/swagger-ui.css",
-                                   swagger_favicon_url="/static-docs/favicon-32x32.png")
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="ferkit API",
+            swagger_js_url="/static-docs/swagger-ui-bundle.js",
+            swagger_css_url="/static-docs/swagger-ui.css",
+            swagger_favicon_url="/static-docs/favicon-32x32.png",
+        )
 
 
 def create_app(settings: Settings | None = None, recognizer: Any = None) -> FastAPI:
@@ -142,19 +158,32 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
         if rec is None:
             from ferkit import Recognizer
 
-            rec = Recognizer.load(settings.model, backend=settings.backend, threads=settings.threads, tta=settings.tta)
+            rec = Recognizer.load(
+                settings.model, backend=settings.backend, threads=settings.threads, tta=settings.tta
+            )
         app.state.recognizer = rec
         app.state.gate = AnalysisGate(settings.max_parallel, settings.max_queue)
         app.state.detector = PerThreadDetector(
-            lambda: create_detector(settings.detector, settings.yunet_model, max_side=settings.detect_size or None))
+            lambda: create_detector(
+                settings.detector, settings.yunet_model, max_side=settings.detect_size or None
+            )
+        )
         app.state.live_detector = PerThreadDetector(
-            lambda: create_detector(settings.detector, settings.yunet_model, live=True,
-                                    max_side=settings.live_detect_size or None))
+            lambda: create_detector(
+                settings.detector, settings.yunet_model, live=True, max_side=settings.live_detect_size or None
+            )
+        )
         yield
 
-    app = FastAPI(title="ferkit", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Find faces in an image and read their expressions (Angry, Disgust, Fear, Happy, Sad, "
-                              "Surprise, Neutral).")
+    app = FastAPI(
+        title="ferkit",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Find faces in an image and read their expressions (Angry, Disgust, Fear, Happy, Sad, "
+        "Surprise, Neutral).",
+    )
     app.state.settings = settings
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes, timeout=settings.request_timeout)
 

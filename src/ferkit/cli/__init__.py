@@ -1,4 +1,5 @@
 """The ``ferkit`` command: thin subcommands over the library. Errors become one line and an exit code."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,14 +13,25 @@ from ferkit.extras import MissingExtraError, missing_extra_message
 
 # Each module defines register(subparsers) and sets a ``func`` default that takes the parsed args.
 EXIT_IO = 74  # sysexits' EX_IOERR: a file could not be read or written
-COMMANDS = ["data", "train", "evaluate", "calibrate", "models", "predict", "serve", "ensemble", "export", "experiment"]
+COMMANDS = [
+    "data",
+    "train",
+    "evaluate",
+    "calibrate",
+    "models",
+    "predict",
+    "serve",
+    "ensemble",
+    "export",
+    "experiment",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ferkit",
         description="Facial expression recognition: train, evaluate, ensemble, export and serve models "
-                    "that read one of seven expressions (Angry, Disgust, Fear, Happy, Sad, Surprise, Neutral).",
+        "that read one of seven expressions (Angry, Disgust, Fear, Happy, Sad, Surprise, Neutral).",
     )
     parser.add_argument("--version", action="version", version=f"ferkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -36,8 +48,10 @@ def _one_line(e: object, limit: int = 500) -> str:
 def _internal_error(e: Exception) -> int:
     if os.environ.get("FERKIT_DEBUG"):
         raise e
-    print(f"ferkit: internal error: {type(e).__name__}: {_one_line(e)} (set FERKIT_DEBUG=1 for a traceback)",
-          file=sys.stderr)
+    print(
+        f"ferkit: internal error: {type(e).__name__}: {_one_line(e)} (set FERKIT_DEBUG=1 for a traceback)",
+        file=sys.stderr,
+    )
     return 70
 
 

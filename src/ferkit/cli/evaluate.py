@@ -1,4 +1,5 @@
 """``ferkit evaluate``: metrics of a model file on a dataset split, with a de-duplicated twin set."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,24 +21,36 @@ def _positive_int(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "evaluate", help="evaluate a model on a dataset split (top-k, balanced accuracy, macro-F1, ECE)",
-        description="Evaluate a model file (ferkit checkpoint, or a format a plug-in registers) on one split. "
-                    "Unless --no-dedup, the split is also scored without the images that also occur in "
-                    "Training, so duplicates cannot flatter the model. Ensembles get one row per member too.",
-        epilog="Example: ferkit evaluate runs/vgg/best.pt --data fer2013.csv --split PrivateTest -o eval/vgg")
+        "evaluate",
+        help="evaluate a model on a dataset split (top-k, balanced accuracy, macro-F1, ECE)",
+        description="Evaluate a model file (checkpoint, ensemble or exported .onnx) on one split. "
+        "Unless --no-dedup, the split is also scored without the images that also occur in "
+        "Training, so duplicates cannot flatter the model. Ensembles get one row per member too.",
+        epilog="Example: ferkit evaluate runs/vgg/best.pt --data fer2013.csv --split PrivateTest -o eval/vgg",
+    )
     p.add_argument("model", help="model file, e.g. runs/vgg/best.pt")
     p.add_argument("--data", required=True, help="dataset path (FER2013 CSV or folders, or class folders)")
-    p.add_argument("--split", default="PrivateTest",
-                   help='split to evaluate (default PrivateTest); "all" for every row; class folders without '
-                        "official splits are loaded as Training")
-    p.add_argument("--tta", default=None, choices=TTA_CHOICES,
-                   help="test-time crops whose logits are averaged (default: the crops built into an .onnx "
-                        "file, else ten_crop as in the study)")
+    p.add_argument(
+        "--split",
+        default="PrivateTest",
+        help='split to evaluate (default PrivateTest); "all" for every row; class folders without '
+        "official splits are loaded as Training",
+    )
+    p.add_argument(
+        "--tta",
+        default=None,
+        choices=TTA_CHOICES,
+        help="test-time crops whose logits are averaged (default: the crops built into an .onnx "
+        "file, else ten_crop as in the study)",
+    )
     p.add_argument("-o", "--out", help="write metrics.json, report.md and confusion.png to this folder")
-    p.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass (default 256)")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=256, help="images per forward pass (default 256)"
+    )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    p.add_argument("--no-dedup", dest="dedup", action="store_false",
-                   help="skip the set without Training duplicates")
+    p.add_argument(
+        "--no-dedup", dest="dedup", action="store_false", help="skip the set without Training duplicates"
+    )
     p.add_argument("--json", action="store_true", help="print the full result as JSON instead of the table")
     p.set_defaults(func=run)
 
@@ -47,15 +60,38 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.evaluation.report import dedup_sentence, format_table
 
     # The fully resolved equivalent command (whatever way it was invoked), for the report.
-    command = ["ferkit", "evaluate", args.model, "--data", args.data, "--split", args.split,
-               *(["--tta", args.tta] if args.tta else []), "--batch-size", str(args.batch_size), "--device", args.device]
+    command = [
+        "ferkit",
+        "evaluate",
+        args.model,
+        "--data",
+        args.data,
+        "--split",
+        args.split,
+        *(["--tta", args.tta] if args.tta else []),
+        "--batch-size",
+        str(args.batch_size),
+        "--device",
+        args.device,
+    ]
     command += (["-o", args.out] if args.out else []) + ([] if args.dedup else ["--no-dedup"])
-    result = evaluate(args.model, args.data, split=args.split, tta=args.tta, out_dir=args.out,
-                      batch_size=args.batch_size, device=args.device, dedup=args.dedup, command=command)
+    result = evaluate(
+        args.model,
+        args.data,
+        split=args.split,
+        tta=args.tta,
+        out_dir=args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+        dedup=args.dedup,
+        command=command,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['model']['name']} on {result['split']} of {result['data_path']} (tta {result['tta']})")
+        print(
+            f"{result['model']['name']} on {result['split']} of {result['data_path']} (tta {result['tta']})"
+        )
         if result.get("dedup"):
             print(dedup_sentence(result))
         print(format_table(result))

@@ -1,4 +1,5 @@
 """``ferkit models``: list the registered architectures and the bundled/local trained models."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,9 +11,12 @@ from ferkit.models.registry import model_doc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list model architectures and trained models",
-                       description="List the registered architectures (for `ferkit train model=NAME`) with "
-                                   "their parameter counts, and the bundled default model.")
+    p = sub.add_parser(
+        "models",
+        help="list model architectures and trained models",
+        description="List the registered architectures (for `ferkit train model=NAME`) with "
+        "their parameter counts, and the bundled default model.",
+    )
     p.add_argument("pattern", nargs="?", default="*", help="glob filter on architecture names")
     p.add_argument("--runs", default="runs", help="folder of local training runs to list (default runs)")
     p.set_defaults(func=run)

@@ -3,6 +3,7 @@
 One row per face: source, frame and time (videos), box, label, score and the seven probabilities in the
 fixed class order. ``--annotate DIR`` also writes the images/videos with boxes and labels drawn.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,20 +29,42 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     from ferkit.inference.faces import DEFAULT_MARGIN, DETECTORS
 
     g = p.add_argument_group("model and faces")
-    g.add_argument("--model", default=None,
-                   help="checkpoint (.pt), ensemble or .onnx file (default: the bundled model)")
+    g.add_argument(
+        "--model", default=None, help="checkpoint (.pt), ensemble or .onnx file (default: the bundled model)"
+    )
     g.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"], help="inference engine")
-    g.add_argument("--tta", default=None, choices=TTA_MODES,
-                   help="test-time crops (default: the model's own; an .onnx file has its crops built in)")
-    g.add_argument("--threads", type=int, default=None,
-                   help="engine threads (0 or unset: all cores; serve defaults to 1 per request)")
-    g.add_argument("--detector", default="haar", choices=list(DETECTORS),
-                   help="face detector: haar (built in) or yunet (needs --yunet-model)")
+    g.add_argument(
+        "--tta",
+        default=None,
+        choices=TTA_MODES,
+        help="test-time crops (default: the model's own; an .onnx file has its crops built in)",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="engine threads (0 or unset: all cores; serve defaults to 1 per request)",
+    )
+    g.add_argument(
+        "--detector",
+        default="haar",
+        choices=list(DETECTORS),
+        help="face detector: haar (built in) or yunet (needs --yunet-model)",
+    )
     g.add_argument("--yunet-model", default=None, metavar="PATH", help="YuNet ONNX file for --detector yunet")
-    g.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
-                   help="fraction of the face box added on each side of the square crop (default %(default)s)")
-    g.add_argument("--detect-size", type=int, default=640, metavar="PX",
-                   help="longer side images are shrunk to before detection (0: full size; default %(default)s)")
+    g.add_argument(
+        "--margin",
+        type=float,
+        default=DEFAULT_MARGIN,
+        help="fraction of the face box added on each side of the square crop (default %(default)s)",
+    )
+    g.add_argument(
+        "--detect-size",
+        type=int,
+        default=640,
+        metavar="PX",
+        help="longer side images are shrunk to before detection (0: full size; default %(default)s)",
+    )
 
 
 def load_analyzer(args: argparse.Namespace):
@@ -57,19 +80,30 @@ def load_analyzer(args: argparse.Namespace):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="find faces in images, folders or videos and classify their expressions",
-                       description="Find every face in images, folders (recursively) or video files, classify "
-                                   "its expression, and write one JSON line (or CSV row) per face.")
+    p = sub.add_parser(
+        "predict",
+        help="find faces in images, folders or videos and classify their expressions",
+        description="Find every face in images, folders (recursively) or video files, classify "
+        "its expression, and write one JSON line (or CSV row) per face.",
+    )
     p.add_argument("inputs", nargs="+", help="image files, folders or video files")
     add_model_args(p)
-    p.add_argument("--face-crops", action="store_true",
-                   help="each image already is a cropped face: no detection, the whole image is classified")
+    p.add_argument(
+        "--face-crops",
+        action="store_true",
+        help="each image already is a cropped face: no detection, the whole image is classified",
+    )
     p.add_argument("--format", default="jsonl", choices=["jsonl", "csv"], help="output format")
     p.add_argument("-o", "--output", default="-", help="output file (default: standard output)")
     p.add_argument("--annotate", default=None, metavar="DIR", help="also write annotated images/videos here")
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: analyse every N-th frame")
-    p.add_argument("--smooth", type=float, default=0.4, metavar="ALPHA",
-                   help="videos: weight of the newest frame in the per-face moving average (1: no smoothing)")
+    p.add_argument(
+        "--smooth",
+        type=float,
+        default=0.4,
+        metavar="ALPHA",
+        help="videos: weight of the newest frame in the per-face moving average (1: no smoothing)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_max_file_arg(p)
     p.set_defaults(func=run)
@@ -79,8 +113,13 @@ def add_max_file_arg(p: argparse.ArgumentParser) -> None:
     """``--max-file-mb``: image files larger than this are refused before they are read."""
     from ferkit.data.images import MAX_FILE_BYTES
 
-    p.add_argument("--max-file-mb", type=float, default=MAX_FILE_BYTES / 2**20, metavar="MB",
-                   help="refuse image files larger than this, before reading them (default %(default)g)")
+    p.add_argument(
+        "--max-file-mb",
+        type=float,
+        default=MAX_FILE_BYTES / 2**20,
+        metavar="MB",
+        help="refuse image files larger than this, before reading them (default %(default)g)",
+    )
 
 
 def max_file_bytes(args: argparse.Namespace) -> int:
@@ -133,23 +172,38 @@ class RowWriter:
         for k, f in enumerate(faces):
             label, score = f.label_score(self.classes)
             if self._csv is not None:
-                self._csv.writerow([source, "" if frame is None else frame, "" if time is None else f"{time:.3f}", k,
-                                    *f.box.to_list(), label, f"{score:.6f}", *(f"{float(p):.6f}" for p in f.probs)])
+                self._csv.writerow(
+                    [
+                        source,
+                        "" if frame is None else frame,
+                        "" if time is None else f"{time:.3f}",
+                        k,
+                        *f.box.to_list(),
+                        label,
+                        f"{score:.6f}",
+                        *(f"{float(p):.6f}" for p in f.probs),
+                    ]
+                )
             else:
                 row: dict[str, Any] = {"source": source}
                 if frame is not None:
                     row.update(frame=frame, time=round(time or 0.0, 3))
                 if f.track is not None:
                     row["track"] = f.track
-                row.update(face=k, box=f.box.to_list(), label=label, score=round(score, 6),
-                           probs={c: round(float(p), 6) for c, p in zip(self.classes, f.probs)})
+                row.update(
+                    face=k,
+                    box=f.box.to_list(),
+                    label=label,
+                    score=round(score, 6),
+                    probs={c: round(float(p), 6) for c, p in zip(self.classes, f.probs)},
+                )
                 self.stream.write(json.dumps(row) + "\n")
             self.count += 1
 
 
 def _batches(items: list, n: int) -> Iterator[list]:
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]
 
 
 def _annotated_path(out_dir: Path, path: Path, root: Path, suffix: str | None = None) -> Path:
@@ -182,8 +236,10 @@ def _predict_images(items, analyzer, writer, args, progress, warn, note) -> int:
             per_image = [faces for *_, faces in pending]
         for (path, root, pixels, scale, _), faces in zip(pending, per_image):
             if args.annotate:
-                _write_image(_annotated_path(Path(args.annotate), path, root),
-                             draw_faces(pixels, faces, analyzer.classes))
+                _write_image(
+                    _annotated_path(Path(args.annotate), path, root),
+                    draw_faces(pixels, faces, analyzer.classes),
+                )
             writer.write(str(path), scale_faces(faces, *scale))
             done += 1
         pending.clear()
@@ -235,11 +291,20 @@ def _predict_video(path: Path, root: Path, analyzer, writer, args, tqdm) -> None
     with VideoReader(path) as reader:
         out = None
         if args.annotate:
-            out = VideoWriter(_annotated_path(Path(args.annotate), path, root, ".mp4"), reader.info.fps,
-                              (reader.info.width, reader.info.height))
+            out = VideoWriter(
+                _annotated_path(Path(args.annotate), path, root, ".mp4"),
+                reader.info.fps,
+                (reader.info.width, reader.info.height),
+            )
         faces: list = []
-        bar = tqdm(total=reader.info.frames or None, desc=path.name, unit="frame", leave=False,
-                   disable=args.no_progress or None, file=sys.stderr)
+        bar = tqdm(
+            total=reader.info.frames or None,
+            desc=path.name,
+            unit="frame",
+            leave=False,
+            disable=args.no_progress or None,
+            file=sys.stderr,
+        )
         try:
             for i, t, frame, due in reader.frames(args.every, all_frames=out is not None):
                 if due:
@@ -301,8 +366,13 @@ def run(args: argparse.Namespace) -> int:
         analyzer = load_analyzer(args)
         writer = RowWriter(stream, args.format, analyzer.classes)
         if images:
-            with tqdm(total=len(images), desc="images", unit="img", disable=args.no_progress or None,
-                      file=sys.stderr) as bar:
+            with tqdm(
+                total=len(images),
+                desc="images",
+                unit="img",
+                disable=args.no_progress or None,
+                file=sys.stderr,
+            ) as bar:
                 n_images = _predict_images(images, analyzer, writer, args, bar, warn, note)
         for path, root, _ in videos:
             try:
@@ -311,8 +381,11 @@ def run(args: argparse.Namespace) -> int:
             except InputError as e:
                 warn(f"skipped {e}")
         stream.flush()
-    print(f"ferkit: {writer.count} face(s) in {n_images} image(s) and {n_videos} video(s)"
-          + (f"; {len(problems)} input(s) skipped" if problems else ""), file=sys.stderr)
+    print(
+        f"ferkit: {writer.count} face(s) in {n_images} image(s) and {n_videos} video(s)"
+        + (f"; {len(problems)} input(s) skipped" if problems else ""),
+        file=sys.stderr,
+    )
     if problems:
         raise FerkitError(f"{len(problems)} of {len(items)} input(s) could not be read (see warnings above)")
     return 0

@@ -1,4 +1,5 @@
 """``ferkit serve``: the web page and JSON API (FastAPI + uvicorn), on 127.0.0.1 by default."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,33 +13,73 @@ from ferkit.errors import InputError
 def register(sub: argparse._SubParsersAction) -> None:
     from ferkit.cli.predict import add_model_args
 
-    p = sub.add_parser("serve", help="web page and API: upload photos or use the live camera",
-                       description="Serve one page (photo upload and live camera) and a JSON API "
-                                   "(POST /api/predict, GET /api/health, docs at /docs).")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default %(default)s: this computer only; 0.0.0.0 exposes it)")
+    p = sub.add_parser(
+        "serve",
+        help="web page and API: upload photos or use the live camera",
+        description="Serve one page (photo upload and live camera) and a JSON API "
+        "(POST /api/predict, GET /api/health, docs at /docs).",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default %(default)s: this computer only; 0.0.0.0 exposes it)",
+    )
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default %(default)s)")
-    p.add_argument("--max-upload-mb", type=float, default=10.0,
-                   help="upload size limit (default %(default)s MB)")
-    p.add_argument("--smooth", type=float, default=0.4, metavar="ALPHA",
-                   help="live camera: weight of the newest frame in each face's moving average")
-    p.add_argument("--live-detect-size", type=int, default=480, metavar="PX",
-                   help="longer side camera frames are shrunk to before detection (default %(default)s)")
-    p.add_argument("--allow-origin", action="append", default=[], metavar="URL",
-                   help="a web page origin (https://host:port) other than this server that may use the "
-                        "live camera socket; repeat for several, '*' for any (default: this server's "
-                        "own page)")
-    p.add_argument("--max-parallel", type=int, default=2, metavar="N",
-                   help="uploads/frames decoded and analysed at once (default %(default)s)")
-    p.add_argument("--max-queue", type=int, default=8, metavar="N",
-                   help="more that may wait for a turn; beyond that the answer is 503 + Retry-After "
-                        "(default %(default)s)")
-    p.add_argument("--max-connections", type=int, default=64, metavar="N",
-                   help="open connections and requests at once; beyond that the answer is 503 "
-                        "(default %(default)s)")
-    p.add_argument("--request-timeout", type=float, default=20.0, metavar="S",
-                   help="seconds a client has to send a request's headers, and again its body "
-                        "(default %(default)g)")
+    p.add_argument(
+        "--max-upload-mb", type=float, default=10.0, help="upload size limit (default %(default)s MB)"
+    )
+    p.add_argument(
+        "--smooth",
+        type=float,
+        default=0.4,
+        metavar="ALPHA",
+        help="live camera: weight of the newest frame in each face's moving average",
+    )
+    p.add_argument(
+        "--live-detect-size",
+        type=int,
+        default=480,
+        metavar="PX",
+        help="longer side camera frames are shrunk to before detection (default %(default)s)",
+    )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a web page origin (https://host:port) other than this server that may use the "
+        "live camera socket; repeat for several, '*' for any (default: this server's "
+        "own page)",
+    )
+    p.add_argument(
+        "--max-parallel",
+        type=int,
+        default=2,
+        metavar="N",
+        help="uploads/frames decoded and analysed at once (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=8,
+        metavar="N",
+        help="more that may wait for a turn; beyond that the answer is 503 + Retry-After "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=64,
+        metavar="N",
+        help="open connections and requests at once; beyond that the answer is 503 (default %(default)s)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="seconds a client has to send a request's headers, and again its body (default %(default)g)",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_model_args(p)
     # One engine thread per request: requests run in parallel, and ONNX Runtime's spinning worker threads
@@ -67,20 +108,38 @@ def run(args: argparse.Namespace) -> int:
     sock = bind_socket(args.host, args.port)  # a busy port fails here, before anything says "serving"
     try:
         analyzer = load_analyzer(args)  # load the model (and check the detector) now: one-line errors here
-        settings = Settings(model=args.model, backend=args.backend, tta=args.tta, threads=args.threads,
-                            detector=args.detector, yunet_model=args.yunet_model, margin=args.margin,
-                            detect_size=args.detect_size, live_detect_size=args.live_detect_size,
-                            smooth=args.smooth, max_upload_mb=args.max_upload_mb,
-                            max_parallel=args.max_parallel, max_queue=args.max_queue,
-                            request_timeout=args.request_timeout,
-                            allow_origins=tuple(args.allow_origin))
+        settings = Settings(
+            model=args.model,
+            backend=args.backend,
+            tta=args.tta,
+            threads=args.threads,
+            detector=args.detector,
+            yunet_model=args.yunet_model,
+            margin=args.margin,
+            detect_size=args.detect_size,
+            live_detect_size=args.live_detect_size,
+            smooth=args.smooth,
+            max_upload_mb=args.max_upload_mb,
+            max_parallel=args.max_parallel,
+            max_queue=args.max_queue,
+            request_timeout=args.request_timeout,
+            allow_origins=tuple(args.allow_origin),
+        )
         app = create_app(settings, recognizer=analyzer.recognizer)
-        config = uvicorn.Config(app, log_level=args.log_level, http=with_header_timeout(args.request_timeout),
-                                ws_max_size=settings.max_upload_bytes + 1024,
-                                limit_concurrency=args.max_connections, timeout_keep_alive=5)
+        config = uvicorn.Config(
+            app,
+            log_level=args.log_level,
+            http=with_header_timeout(args.request_timeout),
+            ws_max_size=settings.max_upload_bytes + 1024,
+            limit_concurrency=args.max_connections,
+            timeout_keep_alive=5,
+        )
         quiet_client_faults()
-        print(f"ferkit: serving {getattr(analyzer.recognizer, 'name', 'model')} on "
-              f"http://{_url_host(args.host)}:{sock.getsockname()[1]} (Ctrl+C to stop)", file=sys.stderr)
+        print(
+            f"ferkit: serving {getattr(analyzer.recognizer, 'name', 'model')} on "
+            f"http://{_url_host(args.host)}:{sock.getsockname()[1]} (Ctrl+C to stop)",
+            file=sys.stderr,
+        )
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

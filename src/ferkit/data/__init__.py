@@ -2,6 +2,7 @@
 
 ``load_dataset(path)`` is the entry point; it imports the loader it needs when called.
 """
+
 from ferkit.data.dataset import SPLITS, FaceDataset
 from ferkit.data.load import load_dataset
 

@@ -4,6 +4,7 @@ FER2013 holds exact duplicates, some of them across splits (PrivateTest faces th
 Training) and some with disagreeing labels; evaluation uses ``in_other_split`` to report PrivateTest
 accuracy without the copies a model may have memorised.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -91,7 +92,7 @@ def dataset_stats(dataset: FaceDataset) -> dict[str, Any]:
     across = _duplicate_summary(gid[rows_spanning], dataset.labels[rows_spanning])
     between = {}
     for i, b in enumerate(splits):
-        for a in splits[i + 1:]:
+        for a in splits[i + 1 :]:
             ma, mb = dataset.splits == a, dataset.splits == b
             shared = np.intersect1d(gid[ma], gid[mb])
             if len(shared) == 0:
@@ -100,7 +101,9 @@ def dataset_stats(dataset: FaceDataset) -> dict[str, Any]:
             between[f"{a} in {b}"] = {
                 "images": int(np.isin(gid[ma], shared).sum()),
                 "groups": len(shared),
-                "label_conflicts": _duplicate_summary(gid[in_pair], dataset.labels[in_pair])["label_conflicts"],
+                "label_conflicts": _duplicate_summary(gid[in_pair], dataset.labels[in_pair])[
+                    "label_conflicts"
+                ],
             }
     stats["duplicates"] = {
         "all": _duplicate_summary(gid, dataset.labels),

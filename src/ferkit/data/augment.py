@@ -4,6 +4,7 @@ Replaces a per-image PIL pipeline: zoom (RandomResizedCrop-like), translation, r
 flip and the random 40x40 crop are folded into one affine matrix per image and applied with a single
 ``grid_sample`` call; random erasing, brightness/contrast and Gaussian noise are vectorised masks.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,10 +43,13 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) 
     crop_off = _uniform(b * 2, -off, off, g, dev).view(b, 2)
     s = c / zoom
     cos, sin = torch.cos(angle) * s, torch.sin(angle) * s
-    theta = torch.stack([
-        torch.stack([cos * flip, -sin, crop_off[:, 0] + shift[:, 0]], dim=1),
-        torch.stack([sin * flip, cos, crop_off[:, 1] + shift[:, 1]], dim=1),
-    ], dim=1)
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip, -sin, crop_off[:, 0] + shift[:, 0]], dim=1),
+            torch.stack([sin * flip, cos, crop_off[:, 1] + shift[:, 1]], dim=1),
+        ],
+        dim=1,
+    )
     grid = F.affine_grid(theta, [b, 1, cfg.crop, cfg.crop], align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if not cfg.enabled:
@@ -78,8 +82,12 @@ def _random_erasing(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tens
     left = (torch.rand(b, generator=g, device=dev) * (w - ew + 1)).floor()
     ys = torch.arange(h, device=dev).view(1, h, 1)
     xs = torch.arange(w, device=dev).view(1, 1, w)
-    inside = ((ys >= top.view(b, 1, 1)) & (ys < (top + eh).view(b, 1, 1))
-              & (xs >= left.view(b, 1, 1)) & (xs < (left + ew).view(b, 1, 1)))
+    inside = (
+        (ys >= top.view(b, 1, 1))
+        & (ys < (top + eh).view(b, 1, 1))
+        & (xs >= left.view(b, 1, 1))
+        & (xs < (left + ew).view(b, 1, 1))
+    )
     apply = torch.rand(b, generator=g, device=dev) < p
     mask = (inside & apply.view(b, 1, 1)).unsqueeze(1)
     fill = torch.rand(x.shape, generator=g, device=dev) * 255

@@ -29,6 +29,7 @@ resample-then-split order on purpose.
 ``augment_balanced_subset`` is the study's augmentation: augmented copies of a random class-balanced
 subset, added to the training set.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -83,12 +84,18 @@ class Resampled:
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts: method, class counts before/after, copies, synthetic images, seconds."""
         real = self.index[self.index >= 0]
-        return {"method": self.method, "classes": list(CLASSES), "counts_before": list(self.counts_before),
-                "counts": self.counts, "total": len(self.labels),
-                "repeated_rows": int(len(real) - len(np.unique(real))),
-                "synthetic": len(self.synthetic),
-                "dropped_originals": int(len(self.source) - len(np.unique(real))),
-                "seconds": round(self.seconds, 2), **self.info}
+        return {
+            "method": self.method,
+            "classes": list(CLASSES),
+            "counts_before": list(self.counts_before),
+            "counts": self.counts,
+            "total": len(self.labels),
+            "repeated_rows": int(len(real) - len(np.unique(real))),
+            "synthetic": len(self.synthetic),
+            "dropped_originals": int(len(self.source) - len(np.unique(real))),
+            "seconds": round(self.seconds, 2),
+            **self.info,
+        }
 
 
 def check_input(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,15 +130,16 @@ def target_counts(strategy: str | int | dict, counts: np.ndarray) -> dict[int, i
     elif isinstance(strategy, (int, np.integer)) and not isinstance(strategy, bool):
         target = {c: max(int(strategy), int(counts[c])) for c in present}
     elif isinstance(strategy, dict):
-
         target = {c: int(counts[c]) for c in present}
         for k, v in strategy.items():
             c = class_index(str(k))
             if c is None or counts[c] == 0:
                 raise ConfigError(f"sampling_strategy: {k!r} is not a class present in the data")
             if int(v) < counts[c]:
-                raise ConfigError(f"sampling_strategy: {CLASSES[c]} has {counts[c]} images; "
-                                  f"an over-sampler cannot bring it down to {v}")
+                raise ConfigError(
+                    f"sampling_strategy: {CLASSES[c]} has {counts[c]} images; "
+                    f"an over-sampler cannot bring it down to {v}"
+                )
             target[c] = int(v)
     else:
         raise ConfigError(f"sampling_strategy: expected 'auto', an int or a dict, got {strategy!r}")
@@ -171,8 +179,14 @@ class RandomOverSampling(Sampler):
         ros = RandomOverSampler(sampling_strategy=target, random_state=self.seed)
         ros.fit_resample(np.arange(len(labels)).reshape(-1, 1), labels)  # indices stand in for pixels
         index = ros.sample_indices_.astype(np.int64)
-        return Resampled(images, labels[index], index, np.zeros((0, *images.shape[1:]), np.uint8),
-                         np.bincount(labels, minlength=NUM_CLASSES).tolist(), self.name)
+        return Resampled(
+            images,
+            labels[index],
+            index,
+            np.zeros((0, *images.shape[1:]), np.uint8),
+            np.bincount(labels, minlength=NUM_CLASSES).tolist(),
+            self.name,
+        )
 
 
 def _flat32(images: np.ndarray) -> np.ndarray:
@@ -187,7 +201,9 @@ class Smote(Sampler):
 
     name = "smote"
 
-    def __init__(self, sampling_strategy: str | int | dict = "auto", seed: int = 0, k_neighbors: int = 5) -> None:
+    def __init__(
+        self, sampling_strategy: str | int | dict = "auto", seed: int = 0, k_neighbors: int = 5
+    ) -> None:
         super().__init__(sampling_strategy, seed)
         self.k_neighbors = k_neighbors
 
@@ -201,19 +217,29 @@ class Smote(Sampler):
             raise DataError("SMOTE needs at least two images of every class it over-samples")
         k = min(self.k_neighbors, smallest - 1)
         x = _flat32(images)
-        x_res, y_res = SMOTE(sampling_strategy=target, random_state=self.seed, k_neighbors=k).fit_resample(x, labels)
+        x_res, y_res = SMOTE(sampling_strategy=target, random_state=self.seed, k_neighbors=k).fit_resample(
+            x, labels
+        )
         del x
         # imbalanced-learn keeps the input rows first, in order, and appends the synthetic ones.
         n = len(labels)
         synthetic = np.clip(np.rint(x_res[n:]), 0, 255).astype(np.uint8).reshape(-1, *images.shape[1:])
         del x_res
         index = np.concatenate([np.arange(n), np.full(len(synthetic), -1)]).astype(np.int64)
-        return Resampled(images, np.asarray(y_res, np.int64), index, synthetic, counts.tolist(), self.name,
-                         info={"k_neighbors": k})
+        return Resampled(
+            images,
+            np.asarray(y_res, np.int64),
+            index,
+            synthetic,
+            counts.tolist(),
+            self.name,
+            info={"k_neighbors": k},
+        )
 
 
-def neighbour_features(images: np.ndarray, space: str, components: int, seed: int,
-                       chunk: int = 8192) -> np.ndarray:
+def neighbour_features(
+    images: np.ndarray, space: str, components: int, seed: int, chunk: int = 8192
+) -> np.ndarray:
     """Features for a neighbour search: float32 pixels, or a seeded PCA projection (fitted on at most
     10,000 rows, applied in chunks so that no float copy of the whole set is made)."""
     if space == "pixels":
@@ -222,9 +248,15 @@ def neighbour_features(images: np.ndarray, space: str, components: int, seed: in
 
     rng = np.random.default_rng(seed)
     fit_rows = rng.choice(len(images), size=min(len(images), 10_000), replace=False)
-    pca = PCA(n_components=components, svd_solver="randomized", random_state=seed).fit(_flat32(images[fit_rows]))
-    return np.concatenate([pca.transform(_flat32(images[i:i + chunk])).astype(np.float32)
-                           for i in range(0, len(images), chunk)])
+    pca = PCA(n_components=components, svd_solver="randomized", random_state=seed).fit(
+        _flat32(images[fit_rows])
+    )
+    return np.concatenate(
+        [
+            pca.transform(_flat32(images[i : i + chunk])).astype(np.float32)
+            for i in range(0, len(images), chunk)
+        ]
+    )
 
 
 class SmoteCleaned(Smote):
@@ -236,11 +268,19 @@ class SmoteCleaned(Smote):
 
     cleaner = "tomek"
 
-    def __init__(self, sampling_strategy: str | int | dict = "auto", seed: int = 0, k_neighbors: int = 5,
-                 cleaning_space: str = "pixels", pca_components: int = 64) -> None:
+    def __init__(
+        self,
+        sampling_strategy: str | int | dict = "auto",
+        seed: int = 0,
+        k_neighbors: int = 5,
+        cleaning_space: str = "pixels",
+        pca_components: int = 64,
+    ) -> None:
         super().__init__(sampling_strategy, seed, k_neighbors)
         if cleaning_space not in CLEANING_SPACES:
-            raise ConfigError(f"cleaning_space: use one of {', '.join(CLEANING_SPACES)}, not {cleaning_space!r}")
+            raise ConfigError(
+                f"cleaning_space: use one of {', '.join(CLEANING_SPACES)}, not {cleaning_space!r}"
+            )
         self.cleaning_space, self.pca_components = cleaning_space, pca_components
 
     def _fit_resample(self, images, labels, target):
@@ -249,20 +289,34 @@ class SmoteCleaned(Smote):
         smoted = super()._fit_resample(images, labels, target)
         t0 = time.perf_counter()
         feats = neighbour_features(smoted.images, self.cleaning_space, self.pca_components, self.seed)
-        clean = (TomekLinks(sampling_strategy="all") if self.cleaner == "tomek"
-                 else EditedNearestNeighbours(sampling_strategy="all"))
+        clean = (
+            TomekLinks(sampling_strategy="all")
+            if self.cleaner == "tomek"
+            else EditedNearestNeighbours(sampling_strategy="all")
+        )
         clean.fit_resample(feats, smoted.labels)
         del feats
         keep = np.sort(clean.sample_indices_)
         n_syn_before = np.cumsum(smoted.index < 0)  # position of each synthetic row in `synthetic`
         syn_keep = keep[smoted.index[keep] < 0]
-        info = {**smoted.info, "cleaning": self.cleaner, "cleaning_space": self.cleaning_space,
-                "removed_by_cleaning": int(len(smoted.labels) - len(keep)),
-                "cleaning_seconds": round(time.perf_counter() - t0, 2)}
+        info = {
+            **smoted.info,
+            "cleaning": self.cleaner,
+            "cleaning_space": self.cleaning_space,
+            "removed_by_cleaning": int(len(smoted.labels) - len(keep)),
+            "cleaning_seconds": round(time.perf_counter() - t0, 2),
+        }
         if self.cleaning_space == "pca":
             info["pca_components"] = self.pca_components
-        return Resampled(images, smoted.labels[keep], smoted.index[keep], smoted.synthetic[n_syn_before[syn_keep] - 1],
-                         smoted.counts_before, self.name, info=info)
+        return Resampled(
+            images,
+            smoted.labels[keep],
+            smoted.index[keep],
+            smoted.synthetic[n_syn_before[syn_keep] - 1],
+            smoted.counts_before,
+            self.name,
+            info=info,
+        )
 
 
 class SmoteTomek(SmoteCleaned):
@@ -273,8 +327,12 @@ class SmoteEnn(SmoteCleaned):
     name, cleaner = "smote_enn", "enn"
 
 
-SAMPLERS: dict[str, type[Sampler]] = {"ros": RandomOverSampling, "smote": Smote, "smote_tomek": SmoteTomek,
-                                      "smote_enn": SmoteEnn}
+SAMPLERS: dict[str, type[Sampler]] = {
+    "ros": RandomOverSampling,
+    "smote": Smote,
+    "smote_tomek": SmoteTomek,
+    "smote_enn": SmoteEnn,
+}
 
 
 def make_sampler(method: str, seed: int = 0, **kwargs: Any) -> Sampler:
@@ -287,16 +345,23 @@ def make_sampler(method: str, seed: int = 0, **kwargs: Any) -> Sampler:
         raise ConfigError(f"balance {method}: {e}") from None
 
 
-def resample(images: np.ndarray, labels: np.ndarray, method: str, seed: int = 0,
-             **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+def resample(
+    images: np.ndarray, labels: np.ndarray, method: str, seed: int = 0, **kwargs: Any
+) -> tuple[np.ndarray, np.ndarray]:
     """Resampled uint8 images and int64 labels (the form ``ferkit.training.data`` consumes)."""
     out = make_sampler(method, seed, **kwargs).fit_resample(images, labels)
     return out.images, out.labels
 
 
-def augment_balanced_subset(images: np.ndarray, labels: np.ndarray, augment: Any, seed: int = 0,
-                            per_class: int | None = None, batch_size: int = 1024,
-                            device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def augment_balanced_subset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    augment: Any,
+    seed: int = 0,
+    per_class: int | None = None,
+    batch_size: int = 1024,
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """The study's augmentation: augmented copies of a random class-balanced subset.
 
     Draws ``per_class`` images of every present class without replacement (default: the smallest
@@ -307,22 +372,35 @@ def augment_balanced_subset(images: np.ndarray, labels: np.ndarray, augment: Any
     The rest of ``augment`` is the training loop's per-batch augmentation and does not apply here.
     """
 
-
     images, labels = check_input(images, labels)
     counts = np.bincount(labels, minlength=NUM_CLASSES)
     present = np.flatnonzero(counts)
     n = int(counts[present].min()) if per_class is None else int(per_class)
     if n < 1 or n > counts[present].min():
-        raise ConfigError(f"balanced subset: {n} per class, but the smallest class has {counts[present].min()}")
+        raise ConfigError(
+            f"balanced subset: {n} per class, but the smallest class has {counts[present].min()}"
+        )
     rng = np.random.default_rng(seed)
-    rows = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), n, replace=False) for c in present]))
+    rows = np.sort(
+        np.concatenate([rng.choice(np.flatnonzero(labels == c), n, replace=False) for c in present])
+    )
     c = augment.copies
-    policy = dataclasses.replace(augment, scale=(1.0, 1.0), translate=0.0, erasing=0.0, brightness=0.0,
-                                 hflip=c.hflip, rotation=c.rotation, noise_std=c.noise_std,
-                                 noise_prob=c.noise_prob, crop=images.shape[-1], enabled=True)
+    policy = dataclasses.replace(
+        augment,
+        scale=(1.0, 1.0),
+        translate=0.0,
+        erasing=0.0,
+        brightness=0.0,
+        hflip=c.hflip,
+        rotation=c.rotation,
+        noise_std=c.noise_std,
+        noise_prob=c.noise_prob,
+        crop=images.shape[-1],
+        enabled=True,
+    )
     g = torch.Generator(device=device).manual_seed(seed)
     out = []
     for i in range(0, len(rows), batch_size):
-        x = torch.from_numpy(images[rows[i:i + batch_size]]).to(device)
+        x = torch.from_numpy(images[rows[i : i + batch_size]]).to(device)
         out.append(augment_batch(x, policy, g)[:, 0].round().clamp(0, 255).to(torch.uint8).cpu().numpy())
     return np.concatenate(out), labels[rows]

@@ -6,6 +6,7 @@ below it, found with ``os.scandir``). A changed file gives a new fingerprint and
 stale entry for the same path and options is removed when the new one is written. Writes are atomic
 (a temporary file, then ``os.replace``), and an unreadable entry is ignored and rebuilt.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -94,6 +95,7 @@ def save_npz(ds: FaceDataset, target: Path) -> None:
         "sources": (np.asarray(ds.sources, dtype=str), zipfile.ZIP_DEFLATED),
         "skipped": (np.array(json.dumps(ds.skipped)), zipfile.ZIP_DEFLATED),
     }
+
     def write(f) -> None:
         with zipfile.ZipFile(f, "w") as zf:
             for name, (array, method) in arrays.items():
@@ -126,8 +128,13 @@ def _try_load(entry: Path) -> FaceDataset | None:
         return None
 
 
-def cached(kind: str, path: str | Path, options: dict[str, Any], build: Callable[[], FaceDataset],
-           use_cache: bool = True) -> FaceDataset:
+def cached(
+    kind: str,
+    path: str | Path,
+    options: dict[str, Any],
+    build: Callable[[], FaceDataset],
+    use_cache: bool = True,
+) -> FaceDataset:
     """``build()``'s result for this source and options, from the cache when it is up to date.
 
     ``options`` must hold every loader argument that changes the result (JSON-serialisable).

@@ -1,4 +1,5 @@
 """FaceDataset: the in-memory form every loader returns (uint8 N x 48 x 48, labels 0..6, split names)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,8 +31,13 @@ class FaceDataset:
         return len(self.images)
 
     def subset(self, mask_or_index: np.ndarray) -> FaceDataset:
-        return FaceDataset(self.images[mask_or_index], self.labels[mask_or_index],
-                           self.splits[mask_or_index], self.sources[mask_or_index], dict(self.skipped))
+        return FaceDataset(
+            self.images[mask_or_index],
+            self.labels[mask_or_index],
+            self.splits[mask_or_index],
+            self.sources[mask_or_index],
+            dict(self.skipped),
+        )
 
     def split(self, name: str) -> FaceDataset:
         """The rows of one split; raises DataError if the split is absent."""

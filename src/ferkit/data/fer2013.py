@@ -12,6 +12,7 @@ Both forms give the same FaceDataset. When there is no PublicTest split (a CSV w
 folders without prefixes or a val folder), ``val_fraction`` of Training becomes PublicTest, stratified
 by class and seeded, so that PrivateTest stays untouched for the final test.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -74,13 +75,16 @@ def _header(line: bytes, path: Path) -> dict[str, int]:
     cols = {n: i for i, n in enumerate(names)}
     missing = [c for c in ("emotion", "pixels") if c not in cols]
     if missing:
-        raise DataError(f"{path}:1: no {' or '.join(missing)} column in the header {line[:80]!r} "
-                        f"(expected emotion,pixels,Usage)")
+        raise DataError(
+            f"{path}:1: no {' or '.join(missing)} column in the header {line[:80]!r} "
+            f"(expected emotion,pixels,Usage)"
+        )
     return cols
 
 
 def parse_fer2013_csv(path: str | Path, skip_bad: bool = False) -> FaceDataset:
-    """Read a fer2013.csv (no cache); bad rows raise DataError naming the line, or are counted with skip_bad."""
+    """Read a fer2013.csv (no cache); a bad row raises DataError naming its line
+    (or is counted, with skip_bad)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"FER2013 CSV not found: {path}")
@@ -117,8 +121,11 @@ def parse_fer2013_csv(path: str | Path, skip_bad: bool = False) -> FaceDataset:
         if c_usage is not None:
             split = _SPLIT_BY_LOWER.get(fields[c_usage].decode(errors="replace").lower(), "")
             if not split:
-                bad("bad CSV row", f"{where}: Usage {fields[c_usage].decode(errors='replace')!r} is not one "
-                                   f"of {', '.join(SPLITS)}")
+                bad(
+                    "bad CSV row",
+                    f"{where}: Usage {fields[c_usage].decode(errors='replace')!r} is not one "
+                    f"of {', '.join(SPLITS)}",
+                )
                 continue
         labels.append(int(emotion))
         splits.append(split)
@@ -127,7 +134,7 @@ def parse_fer2013_csv(path: str | Path, skip_bad: bool = False) -> FaceDataset:
 
     chunks, keep = [], np.ones(len(pixel_fields), bool)
     for start in range(0, len(pixel_fields), _CHUNK_ROWS):
-        part = pixel_fields[start:start + _CHUNK_ROWS]
+        part = pixel_fields[start : start + _CHUNK_ROWS]
         fast = _pixels_fast(part)
         if fast is None:  # find the bad rows one by one, for the message (or to skip them)
             fast = np.zeros((len(part), 48, 48), np.uint8)
@@ -142,26 +149,41 @@ def parse_fer2013_csv(path: str | Path, skip_bad: bool = False) -> FaceDataset:
     if not keep.any():
         raise DataError(f"{path}: no usable rows")
     sources = np.array([f"{path}:{n}" for n in line_nos], object)
-    return FaceDataset(images[keep], np.array(labels, np.int64)[keep], np.array(splits, object)[keep],
-                       sources[keep], dict(skipped))
+    return FaceDataset(
+        images[keep],
+        np.array(labels, np.int64)[keep],
+        np.array(splits, object)[keep],
+        sources[keep],
+        dict(skipped),
+    )
 
 
-def load_fer2013_csv(path: str | Path, *, val_fraction: float = 0.1, seed: int = 0, skip_bad: bool = False,
-                     cache: bool = True) -> FaceDataset:
+def load_fer2013_csv(
+    path: str | Path, *, val_fraction: float = 0.1, seed: int = 0, skip_bad: bool = False, cache: bool = True
+) -> FaceDataset:
     """fer2013.csv as a FaceDataset (cached); see the module notes for splits."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"FER2013 CSV not found: {path}")
-    ds = cached("fer2013csv", path, {"skip_bad": skip_bad}, lambda: parse_fer2013_csv(path, skip_bad),
-                use_cache=cache)
+    ds = cached(
+        "fer2013csv", path, {"skip_bad": skip_bad}, lambda: parse_fer2013_csv(path, skip_bad), use_cache=cache
+    )
     return carve_validation(ds, val_fraction, seed)
 
 
-def load_fer2013_folders(root: str | Path, *, val_fraction: float = 0.1, seed: int = 0,
-                         skip_bad: bool = False, cache: bool = True) -> FaceDataset:
+def load_fer2013_folders(
+    root: str | Path, *, val_fraction: float = 0.1, seed: int = 0, skip_bad: bool = False, cache: bool = True
+) -> FaceDataset:
     """FER2013 folders (``train|test/<class>/<Split>_<id>.<ext>``) as a FaceDataset (cached)."""
-    return load_folders(root, split="Training", split_from_prefix=True, val_fraction=val_fraction, seed=seed,
-                        skip_bad=skip_bad, cache=cache)
+    return load_folders(
+        root,
+        split="Training",
+        split_from_prefix=True,
+        val_fraction=val_fraction,
+        seed=seed,
+        skip_bad=skip_bad,
+        cache=cache,
+    )
 
 
 def load_fer2013(path: str | Path, **kwargs) -> FaceDataset:

@@ -14,6 +14,7 @@ Split names:
 - ``carve_validation`` turns a stratified, seeded fraction of Training into PublicTest when the data
   has no PublicTest rows (``load_dataset`` does this by default).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,9 +34,14 @@ from ferkit.errors import DataError, InputError
 from ferkit.labels import CLASSES, class_index
 
 SPLIT_DIRS = {
-    "train": "Training", "training": "Training",
-    "val": "PublicTest", "valid": "PublicTest", "validation": "PublicTest", "publictest": "PublicTest",
-    "test": "PrivateTest", "privatetest": "PrivateTest",
+    "train": "Training",
+    "training": "Training",
+    "val": "PublicTest",
+    "valid": "PublicTest",
+    "validation": "PublicTest",
+    "publictest": "PublicTest",
+    "test": "PrivateTest",
+    "privatetest": "PrivateTest",
 }
 IGNORED_FILES = {"thumbs.db", "desktop.ini"}
 SKIP_HINT = " (pass skip_bad=True / --skip-bad to skip bad files and rows and count them)"
@@ -57,8 +63,10 @@ def normalize_mapping(mapping: Mapping[str, int | str | None] | None) -> dict[st
             continue
         idx = class_index(str(target))
         if idx is None:
-            raise DataError(f"class mapping {folder!r} -> {target!r}: {target!r} is not one of "
-                            f"{', '.join(CLASSES)} (or 0..{len(CLASSES) - 1})")
+            raise DataError(
+                f"class mapping {folder!r} -> {target!r}: {target!r} is not one of "
+                f"{', '.join(CLASSES)} (or 0..{len(CLASSES) - 1})"
+            )
         out[folder.lower()] = idx
     return out
 
@@ -80,8 +88,10 @@ def _kind(e: os.DirEntry) -> str:
 
 def _subdirs(path: Path) -> list[os.DirEntry]:
     with os.scandir(path) as it:
-        return sorted((e for e in it if not e.name.startswith((".", "__")) and _kind(e) == "dir"),
-                      key=lambda e: e.name.lower())
+        return sorted(
+            (e for e in it if not e.name.startswith((".", "__")) and _kind(e) == "dir"),
+            key=lambda e: e.name.lower(),
+        )
 
 
 def _files(path: str, skipped: Counter | None = None) -> list[str]:
@@ -127,15 +137,18 @@ def _read_chunk(paths: list[str]) -> tuple[np.ndarray, list[str | None]]:
     return out, errors
 
 
-def read_faces(paths: list[str], skip_bad: bool = False, threads: int | None = None,
-               ) -> tuple[np.ndarray, np.ndarray]:
+def read_faces(
+    paths: list[str],
+    skip_bad: bool = False,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode many files in a thread pool (the decoders release the GIL) -> (images, ok mask).
 
     Without ``skip_bad`` the first unreadable file, in list order, raises DataError.
     """
     threads = threads or min(4, os.cpu_count() or 1)
     chunk = max(64, min(1024, len(paths) // (threads * 4) + 1))
-    parts = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+    parts = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
     images, ok = [], []
     with ThreadPoolExecutor(threads) as ex:
         for imgs, errors in ex.map(_read_chunk, parts):
@@ -150,8 +163,14 @@ def read_faces(paths: list[str], skip_bad: bool = False, threads: int | None = N
     return np.concatenate(images), np.array(ok, bool)
 
 
-def _scan(root: Path, split: str, split_from_prefix: bool, mapping: dict[str, int | None] | None,
-          skip_bad: bool, skipped: Counter) -> list[tuple[str, int, str]]:
+def _scan(
+    root: Path,
+    split: str,
+    split_from_prefix: bool,
+    mapping: dict[str, int | None] | None,
+    skip_bad: bool,
+    skipped: Counter,
+) -> list[tuple[str, int, str]]:
     """(path, label, split) for every image of root's class folders, counting what is dropped."""
     rows = []
     for d in _subdirs(root):
@@ -164,8 +183,10 @@ def _scan(root: Path, split: str, split_from_prefix: bool, mapping: dict[str, in
         for n in names:
             if not n.lower().endswith(IMAGE_EXTENSIONS):
                 if not skip_bad:
-                    raise DataError(f"not an image file: {os.path.join(d.path, n)} (expected one of "
-                                    f"{', '.join(IMAGE_EXTENSIONS)}){SKIP_HINT}")
+                    raise DataError(
+                        f"not an image file: {os.path.join(d.path, n)} (expected one of "
+                        f"{', '.join(IMAGE_EXTENSIONS)}){SKIP_HINT}"
+                    )
                 skipped["not an image file"] += 1
         if not images:
             if not skip_bad:
@@ -180,24 +201,32 @@ def _scan(root: Path, split: str, split_from_prefix: bool, mapping: dict[str, in
     return rows
 
 
-def _build(root: Path, split: str, split_from_prefix: bool, mapping: dict[str, int | None] | None,
-           skip_bad: bool) -> FaceDataset:
+def _build(
+    root: Path, split: str, split_from_prefix: bool, mapping: dict[str, int | None] | None, skip_bad: bool
+) -> FaceDataset:
     skipped: Counter = Counter()
     levels = split_dirs(root)
     if levels:
-        classes_too = [e.name for e in _subdirs(root)
-                       if e.name not in levels and _folder_class(e.name, mapping) is not None]
+        classes_too = [
+            e.name
+            for e in _subdirs(root)
+            if e.name not in levels and _folder_class(e.name, mapping) is not None
+        ]
         if classes_too:
-            raise DataError(f"{root} mixes split folders ({', '.join(levels)}) with class folders "
-                            f"({', '.join(classes_too)}); use one layout")
+            raise DataError(
+                f"{root} mixes split folders ({', '.join(levels)}) with class folders "
+                f"({', '.join(classes_too)}); use one layout"
+            )
         rows = []
         for name, s in levels.items():
             rows += _scan(root / name, s, split_from_prefix, mapping, skip_bad, skipped)
     else:
         rows = _scan(root, split, split_from_prefix, mapping, skip_bad, skipped)
     if not rows:
-        raise DataError(f"no images found under {root} (expected {root}/<class>/*.png|jpg, optionally with "
-                        f"a train/val/test level above the class folders)")
+        raise DataError(
+            f"no images found under {root} (expected {root}/<class>/*.png|jpg, optionally with "
+            f"a train/val/test level above the class folders)"
+        )
     order = {s: i for i, s in enumerate(SPLITS)}
     rows.sort(key=lambda r: (order.get(r[2], len(SPLITS)), r[2], r[1]))  # stable: file order kept
     paths = [r[0] for r in rows]
@@ -213,9 +242,17 @@ def _build(root: Path, split: str, split_from_prefix: bool, mapping: dict[str, i
     )
 
 
-def load_folders(root: str | Path, *, split: str = "Training", split_from_prefix: bool = False,
-                 mapping: Mapping[str, int | str | None] | None = None, val_fraction: float = 0.0,
-                 seed: int = 0, skip_bad: bool = False, cache: bool = True) -> FaceDataset:
+def load_folders(
+    root: str | Path,
+    *,
+    split: str = "Training",
+    split_from_prefix: bool = False,
+    mapping: Mapping[str, int | str | None] | None = None,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    skip_bad: bool = False,
+    cache: bool = True,
+) -> FaceDataset:
     """Load ``root/<class>/*`` or ``root/<split>/<class>/*`` as grayscale 48x48 faces.
 
     ``split`` names the rows when there is neither a split level nor (with ``split_from_prefix``) a
@@ -230,15 +267,26 @@ def load_folders(root: str | Path, *, split: str = "Training", split_from_prefix
     if not root.is_dir():
         raise DataError(f"not a folder: {root}")
     norm = normalize_mapping(mapping)
-    options = {"split": split, "prefix": split_from_prefix, "mapping": norm, "skip_bad": skip_bad,
-               "max_file_bytes": images.MAX_FILE_BYTES}
-    ds = cached("folders", root, options, lambda: _build(root, split, split_from_prefix, norm, skip_bad),
-                use_cache=cache)
+    options = {
+        "split": split,
+        "prefix": split_from_prefix,
+        "mapping": norm,
+        "skip_bad": skip_bad,
+        "max_file_bytes": images.MAX_FILE_BYTES,
+    }
+    ds = cached(
+        "folders",
+        root,
+        options,
+        lambda: _build(root, split, split_from_prefix, norm, skip_bad),
+        use_cache=cache,
+    )
     return carve_validation(ds, val_fraction, seed)
 
 
-def carve_validation(ds: FaceDataset, val_fraction: float, seed: int = 0,
-                     source: str = "Training", target: str = "PublicTest") -> FaceDataset:
+def carve_validation(
+    ds: FaceDataset, val_fraction: float, seed: int = 0, source: str = "Training", target: str = "PublicTest"
+) -> FaceDataset:
     """Move a stratified, seeded ``val_fraction`` of the ``source`` rows to ``target``.
 
     Only when the data has no ``target`` rows yet (official splits are never changed) and
@@ -254,9 +302,11 @@ def carve_validation(ds: FaceDataset, val_fraction: float, seed: int = 0,
     try:
         _, val = train_test_split(train, test_size=val_fraction, random_state=seed, stratify=ds.labels[train])
     except ValueError as e:
-        raise DataError(f"cannot carve a stratified {val_fraction:g} validation split from {len(train)} "
-                        f"{source} images ({e}); use a different val_fraction (0 turns it off) or "
-                        f"provide a val/ folder") from None
+        raise DataError(
+            f"cannot carve a stratified {val_fraction:g} validation split from {len(train)} "
+            f"{source} images ({e}); use a different val_fraction (0 turns it off) or "
+            f"provide a val/ folder"
+        ) from None
     splits = ds.splits.copy()
     splits[val] = target
     return FaceDataset(ds.images, ds.labels, splits, ds.sources, dict(ds.skipped))

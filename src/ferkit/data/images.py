@@ -6,6 +6,7 @@ size limit checked before reading, a pixel limit checked on the header before de
 decoded reduced, EXIF rotation applied only when it parses, and every pixel format scaled to uint8 by its
 bit depth (16-bit, 1-bit, palette, CMYK, LA...).
 """
+
 from __future__ import annotations
 
 import os
@@ -77,7 +78,7 @@ def to_face_input(img: np.ndarray, size: int = 48) -> np.ndarray:
     if h != w:
         s = min(h, w)
         top, left = (h - s) // 2, (w - s) // 2
-        g = g[top:top + s, left:left + s]
+        g = g[top : top + s, left : left + s]
     if g.shape[0] != size:
         interp = cv2.INTER_AREA if g.shape[0] > size else cv2.INTER_LINEAR
         g = cv2.resize(g, (size, size), interpolation=interp)
@@ -167,8 +168,13 @@ def open_regular(path: str | Path, max_bytes: int | None = None) -> BinaryIO:
         raise
 
 
-def load_image(source: str | Path | bytes | bytearray | memoryview, name: str | None = None, *,
-               max_side: int | None = MAX_DECODE_SIDE, max_bytes: int | None = None) -> LoadedImage:
+def load_image(
+    source: str | Path | bytes | bytearray | memoryview,
+    name: str | None = None,
+    *,
+    max_side: int | None = MAX_DECODE_SIDE,
+    max_bytes: int | None = None,
+) -> LoadedImage:
     """Decode a file (path) or encoded bytes with every guard; InputError if it is not a usable image.
 
     ``max_side``: decode with the longer side reduced to at most this (None: full size); ``max_bytes``:
@@ -197,8 +203,9 @@ def _decode(fp: BinaryIO, name: str, max_side: int | None) -> LoadedImage:
             if w < 1 or h < 1:
                 raise InputError(f"{name}: image has no pixels ({w}x{h})")
             if w * h > MAX_PIXELS:
-                raise InputError(f"{name}: image too large ({w}x{h} pixels; the limit is "
-                                 f"{MAX_PIXELS / 1e6:g} megapixels)")
+                raise InputError(
+                    f"{name}: image too large ({w}x{h} pixels; the limit is {MAX_PIXELS / 1e6:g} megapixels)"
+                )
             if max_side and max(w, h) > max_side:
                 s = max_side / max(w, h)
                 im.draft(None, (max(1, int(w * s)), max(1, int(h * s))))  # JPEG: decode at 1/2, 1/4, 1/8
@@ -207,8 +214,9 @@ def _decode(fp: BinaryIO, name: str, max_side: int | None) -> LoadedImage:
             if max_side and max(img.size) > max_side:  # before the pixels are copied out of Pillow
                 s = max_side / max(img.size)
                 try:
-                    img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))),
-                                     Image.Resampling.BOX)
+                    img = img.resize(
+                        (max(1, round(img.width * s)), max(1, round(img.height * s))), Image.Resampling.BOX
+                    )
                 except ValueError:  # a mode Pillow cannot resize: resized below, after conversion
                     pass
             size = (w, h)
@@ -227,13 +235,15 @@ def _decode(fp: BinaryIO, name: str, max_side: int | None) -> LoadedImage:
     ph, pw = pixels.shape[:2]
     if max_side and max(ph, pw) > max_side:
         s = max_side / max(ph, pw)
-        pixels = cv2.resize(pixels, (max(1, round(pw * s)), max(1, round(ph * s))),
-                            interpolation=cv2.INTER_AREA)
+        pixels = cv2.resize(
+            pixels, (max(1, round(pw * s)), max(1, round(ph * s))), interpolation=cv2.INTER_AREA
+        )
     return LoadedImage(np.ascontiguousarray(pixels), size, notes)
 
 
-def decode_image(data: bytes | bytearray | memoryview, name: str = "image", *,
-                 max_side: int | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes | bytearray | memoryview, name: str = "image", *, max_side: int | None = None
+) -> np.ndarray:
     """Decode encoded image bytes to an RGB (or gray/RGBA) uint8 array; InputError if not an image.
 
     Full size by default; pass ``max_side`` (e.g. ``MAX_DECODE_SIDE``) to decode large images reduced.

@@ -13,6 +13,7 @@ Two counts per test set:
 Distances are computed in float32 batches (``|a|^2 + |b|^2 - 2ab`` on centred pixels, in chunks), and each
 nearest distance is then recomputed exactly in float64, so ties at tiny distances are not rounding noise.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,8 +30,13 @@ def _flat(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images).reshape(len(images), -1)).float() - 128.0
 
 
-def nearest_distances(queries: np.ndarray, pool: np.ndarray, exclude_self: bool = False,
-                      chunk_q: int = 1024, chunk_p: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+def nearest_distances(
+    queries: np.ndarray,
+    pool: np.ndarray,
+    exclude_self: bool = False,
+    chunk_q: int = 1024,
+    chunk_p: int = 8192,
+) -> tuple[np.ndarray, np.ndarray]:
     """For each query image, the L2 distance (pixel units) to its nearest ``pool`` image and its index.
 
     ``exclude_self``: queries and pool are the same set; a row is not its own neighbour.
@@ -42,18 +48,18 @@ def nearest_distances(queries: np.ndarray, pool: np.ndarray, exclude_self: bool 
     best_d = torch.full((len(q_all),), float("inf"))
     best_i = torch.full((len(q_all),), -1, dtype=torch.long)
     for i in range(0, len(q_all), chunk_q):
-        q = q_all[i:i + chunk_q]
+        q = q_all[i : i + chunk_q]
         q_sq = (q * q).sum(1, keepdim=True)
         for j in range(0, len(p_all), chunk_p):
-            d2 = q_sq + p_sq[j:j + chunk_p] - 2.0 * (q @ p_all[j:j + chunk_p].T)
+            d2 = q_sq + p_sq[j : j + chunk_p] - 2.0 * (q @ p_all[j : j + chunk_p].T)
             if exclude_self:
                 r = torch.arange(i, i + len(q))
                 inside = (r >= j) & (r < j + chunk_p)
                 d2[inside.nonzero().flatten(), (r[inside] - j)] = float("inf")
             m, a = d2.min(1)
-            better = m < best_d[i:i + len(q)]
-            best_d[i:i + len(q)][better] = m[better]
-            best_i[i:i + len(q)][better] = a[better] + j
+            better = m < best_d[i : i + len(q)]
+            best_d[i : i + len(q)][better] = m[better]
+            best_i[i : i + len(q)][better] = a[better] + j
     # Exact distance to the chosen neighbour (float64), instead of the float32 expansion.
     diff = q_all.double() - p_all[best_i].double()
     return diff.norm(dim=1).numpy(), best_i.numpy()
@@ -70,8 +76,13 @@ def closest_pair_distance(images: np.ndarray) -> float:
     return float(d.min())
 
 
-def audit_leakage(train_images: np.ndarray, test_images: np.ndarray, reference: np.ndarray | None = None,
-                  leaky: bool = False, **facts: Any) -> dict[str, Any]:
+def audit_leakage(
+    train_images: np.ndarray,
+    test_images: np.ndarray,
+    reference: np.ndarray | None = None,
+    leaky: bool = False,
+    **facts: Any,
+) -> dict[str, Any]:
     """Exact and near copies of test images in the training set (JSON-ready).
 
     ``reference``: the original test images the threshold comes from (default: ``test_images``).
@@ -108,6 +119,9 @@ def audit_leakage(train_images: np.ndarray, test_images: np.ndarray, reference: 
 def format_leakage(report: dict[str, Any]) -> str:
     """One line for the CLI, labelled LEAKY when it comes from the study protocol."""
     tag = f"[{report['label']}] " if report.get("label") == LEAKY else ""
-    return (f"{tag}{report['exact']} of {report['test_images']} test images are exact copies of a training image, "
-            f"{report['near']} more have a training image closer than the closest pair within the original "
-            f"test set (L2 < {report['threshold_l2']:.1f})")
+    return (
+        f"{tag}{report['exact']} of {report['test_images']} test images "
+        f"are exact copies of a training image, "
+        f"{report['near']} more have a training image closer than the closest pair within the original "
+        f"test set (L2 < {report['threshold_l2']:.1f})"
+    )

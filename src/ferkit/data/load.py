@@ -1,4 +1,5 @@
 """``load_dataset``: the one entry point training, evaluation and the CLI use to read face data."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -24,9 +25,16 @@ def detect_kind(path: str | Path) -> str:
     raise DataError(f"data not found: {p}")
 
 
-def load_dataset(path: str | Path, *, kind: str = "auto", val_fraction: float = 0.1, seed: int = 0,
-                 skip_bad: bool = False, cache: bool = True,
-                 mapping: Mapping[str, int | str | None] | None = None) -> FaceDataset:
+def load_dataset(
+    path: str | Path,
+    *,
+    kind: str = "auto",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    skip_bad: bool = False,
+    cache: bool = True,
+    mapping: Mapping[str, int | str | None] | None = None,
+) -> FaceDataset:
     """Read FER2013 (CSV or folders), AffectNet or any class-folder tree into a FaceDataset.
 
     ``kind``: ``auto`` (a .csv file -> FER2013 CSV, a folder -> folders), ``csv``, or ``folders``
@@ -41,12 +49,22 @@ def load_dataset(path: str | Path, *, kind: str = "auto", val_fraction: float = 
         raise DataError(f"unknown data kind {kind!r} (choose from {', '.join(KINDS)})")
     found = detect_kind(path)
     if kind in ("csv", "folders") and kind != found:
-        raise DataError(f"{path}: kind {kind!r} asked for, but this is {'a CSV file' if found == 'csv' else 'a folder'}")
+        raise DataError(
+            f"{path}: kind {kind!r} asked for, but this is {'a CSV file' if found == 'csv' else 'a folder'}"
+        )
     if found == "csv":
         if mapping:
             raise DataError("a class mapping applies to folder names, not to a FER2013 CSV")
 
         return load_fer2013_csv(path, val_fraction=val_fraction, seed=seed, skip_bad=skip_bad, cache=cache)
 
-    return load_folders(path, split="Training", split_from_prefix=True, mapping=mapping,
-                        val_fraction=val_fraction, seed=seed, skip_bad=skip_bad, cache=cache)
+    return load_folders(
+        path,
+        split="Training",
+        split_from_prefix=True,
+        mapping=mapping,
+        val_fraction=val_fraction,
+        seed=seed,
+        skip_bad=skip_bad,
+        cache=cache,
+    )

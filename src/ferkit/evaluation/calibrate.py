@@ -1,4 +1,5 @@
 """Fit a checkpoint's softmax temperature on the validation split and store it in the checkpoint."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,9 @@ from ferkit.models.checkpoint import load_checkpoint, model_from_checkpoint, sav
 TAUS = np.linspace(0.0, 1.0, 21)
 
 
-def prior_correction(logits: np.ndarray, labels: np.ndarray, prior: np.ndarray,
-                     taus: np.ndarray = TAUS) -> tuple[float, np.ndarray]:
+def prior_correction(
+    logits: np.ndarray, labels: np.ndarray, prior: np.ndarray, taus: np.ndarray = TAUS
+) -> tuple[float, np.ndarray]:
     """Logit adjustment (Menon et al. 2021): offsets ``-tau * log(prior)``, with ``tau`` chosen to maximise
     the mean of accuracy and balanced accuracy on the validation logits. Returns (tau, offsets)."""
     from sklearn.metrics import balanced_accuracy_score
@@ -32,9 +34,15 @@ def prior_correction(logits: np.ndarray, labels: np.ndarray, prior: np.ndarray,
     return tau, bias - bias.mean()
 
 
-def calibrate_checkpoint(model_path: str | Path, data_path: str | Path, out: str | Path,
-                         split: str = "PublicTest", tta: str = "center", batch_size: int = 256,
-                         prior: bool = False) -> dict[str, Any]:
+def calibrate_checkpoint(
+    model_path: str | Path,
+    data_path: str | Path,
+    out: str | Path,
+    split: str = "PublicTest",
+    tta: str = "center",
+    batch_size: int = 256,
+    prior: bool = False,
+) -> dict[str, Any]:
     """Temperature scaling (Guo et al. 2017) fitted on ``split`` (never PrivateTest); writes ``out``.
 
     The temperature changes only the confidences, never the ranking. With ``prior``, per-class offsets
@@ -60,12 +68,18 @@ def calibrate_checkpoint(model_path: str | Path, data_path: str | Path, out: str
         tau, bias = prior_correction(z, val.labels, counts / counts.sum())
         z = z + bias
         ckpt["meta"]["logit_bias"] = [float(b) for b in bias]
-        info.update(prior_tau=tau, logit_bias=ckpt["meta"]["logit_bias"],
-                    accuracy_before=float((logits.argmax(1) == val.labels).mean()),
-                    accuracy_after=float((z.argmax(1) == val.labels).mean()))
-    info.update(ece_before=expected_calibration_error(before, val.labels),
-                ece_after=expected_calibration_error(softmax(z), val.labels),
-                nll_before=nll(logits, val.labels, 1.0), nll_after=nll(z, val.labels, 1.0))
+        info.update(
+            prior_tau=tau,
+            logit_bias=ckpt["meta"]["logit_bias"],
+            accuracy_before=float((logits.argmax(1) == val.labels).mean()),
+            accuracy_after=float((z.argmax(1) == val.labels).mean()),
+        )
+    info.update(
+        ece_before=expected_calibration_error(before, val.labels),
+        ece_after=expected_calibration_error(softmax(z), val.labels),
+        nll_before=nll(logits, val.labels, 1.0),
+        nll_after=nll(z, val.labels, 1.0),
+    )
     ckpt["calibration"] = info
     for k in ("optimizer", "scheduler", "rng", "history"):  # a deployable checkpoint, not a training state
         ckpt.pop(k, None)

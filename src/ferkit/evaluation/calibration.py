@@ -3,6 +3,7 @@
 The temperature is fitted on a validation split (FER2013: PublicTest), stored as ``ModelMeta.temperature``
 and applied by every scorer as ``softmax(logits / T)``; it changes confidences, never the ranking.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +38,9 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     # Bins (0, 1/B], (1/B, 2/B], ..., ((B-1)/B, 1].
     idx = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
     count = np.bincount(idx, minlength=bins).astype(np.float64)
-    gap = np.abs(np.bincount(idx, weights=correct, minlength=bins) - np.bincount(idx, weights=conf, minlength=bins))
+    gap = np.abs(
+        np.bincount(idx, weights=correct, minlength=bins) - np.bincount(idx, weights=conf, minlength=bins)
+    )
     # sum over bins of (n_b / N) * |acc_b - conf_b| == sum_b |sum correct - sum conf| / N
     return float(gap.sum() / count.sum())
 
@@ -60,7 +63,10 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     logits, labels = check_scores(logits, labels)
     if len(labels) == 0:
         raise ValueError("cannot fit a temperature on an empty split")
-    res = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))),
-                          bounds=(np.log(T_MIN), np.log(T_MAX)), method="bounded",
-                          options={"xatol": 1e-6})
+    res = minimize_scalar(
+        lambda log_t: nll(logits, labels, float(np.exp(log_t))),
+        bounds=(np.log(T_MIN), np.log(T_MAX)),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
     return float(np.exp(res.x))

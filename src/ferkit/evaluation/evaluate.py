@@ -1,6 +1,7 @@
 """Evaluate a model file on a dataset split — and on the same split without the images that also
 occur in Training, so that duplicates (FER2013 has some) cannot flatter a model.
 """
+
 from __future__ import annotations
 
 import sys
@@ -40,13 +41,20 @@ def select(dataset: FaceDataset, split: str) -> FaceDataset:
     if split == ALL:
         return dataset
     if split not in dataset.split_names():
-        raise DataError(f"split {split!r} not found in the data (available: "
-                        f"{', '.join(dataset.split_names()) or 'none'}, or {ALL!r} for every row)")
+        raise DataError(
+            f"split {split!r} not found in the data (available: "
+            f"{', '.join(dataset.split_names()) or 'none'}, or {ALL!r} for every row)"
+        )
     return dataset.split(split)
 
 
-def evaluate_dataset(scorer: Scorer, dataset: FaceDataset, split: str = "PrivateTest", tta: str = "ten_crop",
-                     dedup: bool = True) -> dict[str, Any]:
+def evaluate_dataset(
+    scorer: Scorer,
+    dataset: FaceDataset,
+    split: str = "PrivateTest",
+    tta: str = "ten_crop",
+    dedup: bool = True,
+) -> dict[str, Any]:
     """Metrics of ``scorer`` (and of each member) on ``split``, plus its de-duplicated subset.
 
     The de-duplicated set is computed when ``dedup`` is on, the split is neither Training nor "all",
@@ -78,9 +86,17 @@ def evaluate_dataset(scorer: Scorer, dataset: FaceDataset, split: str = "Private
     }
 
 
-def evaluate(model_path: str | Path, data_path: str | Path, split: str = "PrivateTest", tta: str | None = None,
-             out_dir: str | Path | None = None, batch_size: int = 256, device: str = "cpu",
-             dedup: bool = True, command: list[str] | None = None) -> dict[str, Any]:
+def evaluate(
+    model_path: str | Path,
+    data_path: str | Path,
+    split: str = "PrivateTest",
+    tta: str | None = None,
+    out_dir: str | Path | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+    dedup: bool = True,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
     """Load the model file and the dataset, evaluate, and write a report to ``out_dir`` if given.
 
     Returns the result dict (also ``metrics.json``): the run's facts, ``sets`` (set name -> metrics),

@@ -3,6 +3,7 @@
 Averages are *macro* (every class counts the same), never micro: on single-label data micro
 precision/recall equal accuracy and say nothing new — the reference study's mistake.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -28,8 +29,9 @@ def top_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float((top == labels[:, None]).any(axis=1).mean())
 
 
-def compute_metrics(probs: np.ndarray, labels: np.ndarray,
-                    classes: Sequence[str] = CLASSES) -> dict[str, Any]:
+def compute_metrics(
+    probs: np.ndarray, labels: np.ndarray, classes: Sequence[str] = CLASSES
+) -> dict[str, Any]:
     """All metrics of one evaluated set, as plain JSON-ready Python values.
 
     - ``top1``/``top2``/``top3``: top-k accuracy.
@@ -50,7 +52,8 @@ def compute_metrics(probs: np.ndarray, labels: np.ndarray,
     pred = probs.argmax(axis=1)
     idx = list(range(n_cls))
     prec, rec, f1, support = precision_recall_fscore_support(
-        labels, pred, labels=idx, average=None, zero_division=0)
+        labels, pred, labels=idx, average=None, zero_division=0
+    )
     cm = confusion_matrix(labels, pred, labels=idx)
     present = support > 0
     scored = present | (np.bincount(pred, minlength=n_cls) > 0)
@@ -60,18 +63,24 @@ def compute_metrics(probs: np.ndarray, labels: np.ndarray,
     out: dict[str, Any] = {"n": len(labels)}
     for k in TOP_K:
         out[f"top{k}"] = top_k_accuracy(probs, labels, min(k, n_cls))
-    out.update({
-        "balanced_accuracy": float(rec[present].mean()),
-        "macro_f1": float(f1[scored].mean()),
-        "ece": expected_calibration_error(probs, labels, bins=ECE_BINS),
-        "nll": float(-np.log(p_true).mean()),
-        "per_class": {
-            name: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
-                   "support": int(support[i])}
-            for i, name in enumerate(classes)
-        },
-        "classes": list(classes),
-        "confusion": cm.astype(int).tolist(),
-        "confusion_normalized": cm_norm.tolist(),
-    })
+    out.update(
+        {
+            "balanced_accuracy": float(rec[present].mean()),
+            "macro_f1": float(f1[scored].mean()),
+            "ece": expected_calibration_error(probs, labels, bins=ECE_BINS),
+            "nll": float(-np.log(p_true).mean()),
+            "per_class": {
+                name: {
+                    "precision": float(prec[i]),
+                    "recall": float(rec[i]),
+                    "f1": float(f1[i]),
+                    "support": int(support[i]),
+                }
+                for i, name in enumerate(classes)
+            },
+            "classes": list(classes),
+            "confusion": cm.astype(int).tolist(),
+            "confusion_normalized": cm_norm.tolist(),
+        }
+    )
     return out

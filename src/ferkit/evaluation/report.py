@@ -4,6 +4,7 @@
 The result is the dict ``ferkit.evaluation.evaluate`` returns: ``sets`` maps a set's name to its
 metrics, ``members`` maps each ensemble member to its own ``sets``.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,16 @@ import numpy as np
 from ferkit.io import atomic_write, atomic_write_text
 
 # (key in the metrics, column heading, kind): "pct" printed as a percentage, "num" as a plain number.
-SUMMARY_COLUMNS = [("n", "n", "int"), ("top1", "top-1", "pct"), ("top2", "top-2", "pct"),
-                   ("top3", "top-3", "pct"), ("balanced_accuracy", "bal. acc.", "pct"),
-                   ("macro_f1", "macro-F1", "pct"), ("ece", "ECE", "pct"), ("nll", "NLL", "num")]
+SUMMARY_COLUMNS = [
+    ("n", "n", "int"),
+    ("top1", "top-1", "pct"),
+    ("top2", "top-2", "pct"),
+    ("top3", "top-3", "pct"),
+    ("balanced_accuracy", "bal. acc.", "pct"),
+    ("macro_f1", "macro-F1", "pct"),
+    ("ece", "ECE", "pct"),
+    ("nll", "NLL", "num"),
+]
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -50,16 +58,23 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def format_table(result: dict[str, Any]) -> str:
     """A compact fixed-width summary table for the terminal (percentages, NLL in nats)."""
     header = ["set"] + [h for _, h, _ in SUMMARY_COLUMNS]
-    body = [[label] + [_fmt(m[k], kind) for k, _, kind in SUMMARY_COLUMNS] for label, m in summary_rows(result)]
+    body = [
+        [label] + [_fmt(m[k], kind) for k, _, kind in SUMMARY_COLUMNS] for label, m in summary_rows(result)
+    ]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in [header, *body]]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in [header, *body]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    out = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return out
 
@@ -68,29 +83,52 @@ def render_markdown(result: dict[str, Any]) -> str:
     """A short Markdown report: what was evaluated, the summary table, per-class tables."""
     model = result.get("model", {})
     lines = ["# ferkit evaluation", ""]
-    lines.append(f"- model: `{result.get('model_path')}` ({model.get('kind', '?')}"
-                 + (f", {model['model']}" if model.get("model") else "")
-                 + f", temperature {model.get('temperature', 1.0):.3f})")
-    lines.append(f"- data: `{result.get('data_path')}`, split {result.get('split')}, "
-                 f"test-time crops: {result.get('tta')}")
+    lines.append(
+        f"- model: `{result.get('model_path')}` ({model.get('kind', '?')}"
+        + (f", {model['model']}" if model.get("model") else "")
+        + f", temperature {model.get('temperature', 1.0):.3f})"
+    )
+    lines.append(
+        f"- data: `{result.get('data_path')}`, split {result.get('split')}, "
+        f"test-time crops: {result.get('tta')}"
+    )
     if result.get("dedup"):
         lines.append(f"- {dedup_sentence(result)}")
     if result.get("command"):
         lines.append(f"- command: `{' '.join(result['command'])}`")
     if result.get("created"):
         lines.append(f"- date: {result['created']}")
-    lines += ["", "## Summary", "",
-              ("Percentages; balanced accuracy is the mean per-class recall (the study's \"weighted "
-               "accuracy\"), macro-F1 the unweighted mean over classes, ECE the expected calibration "
-               "error (15 bins), NLL the mean negative log-likelihood."), ""]
+    lines += [
+        "",
+        "## Summary",
+        "",
+        (
+            "Percentages; balanced accuracy is the mean per-class recall (the study's \"weighted "
+            'accuracy"), macro-F1 the unweighted mean over classes, ECE the expected calibration '
+            "error (15 bins), NLL the mean negative log-likelihood."
+        ),
+        "",
+    ]
     header = ["set"] + [h for _, h, _ in SUMMARY_COLUMNS]
-    lines += _md_table(header, [[label] + [_fmt(m[k], kind) for k, _, kind in SUMMARY_COLUMNS]
-                                for label, m in summary_rows(result)])
+    lines += _md_table(
+        header,
+        [[label] + [_fmt(m[k], kind) for k, _, kind in SUMMARY_COLUMNS] for label, m in summary_rows(result)],
+    )
     for name, m in result["sets"].items():
         lines += ["", f"## Per class: {name}", ""]
-        lines += _md_table(["class", "precision", "recall", "F1", "support"],
-                           [[c, _fmt(v["precision"], "pct"), _fmt(v["recall"], "pct"), _fmt(v["f1"], "pct"),
-                             str(v["support"])] for c, v in m["per_class"].items()])
+        lines += _md_table(
+            ["class", "precision", "recall", "F1", "support"],
+            [
+                [
+                    c,
+                    _fmt(v["precision"], "pct"),
+                    _fmt(v["recall"], "pct"),
+                    _fmt(v["f1"], "pct"),
+                    str(v["support"]),
+                ]
+                for c, v in m["per_class"].items()
+            ],
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -116,8 +154,15 @@ def plot_confusion(metrics: dict[str, Any], path: str | Path, title: str = "") -
         hi = mat.max() if mat.size else 0
         for i in range(mat.shape[0]):
             for j in range(mat.shape[1]):
-                ax.text(j, i, format(mat[i, j], fmt), ha="center", va="center", fontsize=8,
-                        color="white" if hi and mat[i, j] > hi / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    format(mat[i, j], fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if hi and mat[i, j] > hi / 2 else "black",
+                )
         fig.colorbar(im, ax=ax, shrink=0.8)
     if title:
         fig.suptitle(title)

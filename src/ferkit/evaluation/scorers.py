@@ -4,6 +4,7 @@
 (``CheckpointScorer``), an ensemble (``EnsembleScorer``, with its members side by side) or an exported
 ONNX graph (``OnnxScorer``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,6 +29,7 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = np.exp(z - z.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
 
+
 def check_images(images: np.ndarray) -> np.ndarray:
     """uint8 (or [0,255] float) faces (N, 48, 48) or (N, 1, 48, 48) -> (N, H, W); InputError otherwise."""
     images = np.asarray(images)
@@ -38,8 +40,14 @@ def check_images(images: np.ndarray) -> np.ndarray:
     return images
 
 
-def predict_logits(model: torch.nn.Module, meta: ModelMeta, images: np.ndarray, tta: str = "center",
-                   batch_size: int = 256, device: str | torch.device = "cpu") -> np.ndarray:
+def predict_logits(
+    model: torch.nn.Module,
+    meta: ModelMeta,
+    images: np.ndarray,
+    tta: str = "center",
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
     """Logits (N, C), averaged over the test-time crops, in batches, under ``torch.inference_mode``."""
     images = check_images(images)
     check_tta(tta)
@@ -54,7 +62,7 @@ def predict_logits(model: torch.nn.Module, meta: ModelMeta, images: np.ndarray, 
     try:
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(device)
+                x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).to(device)
                 out.append(forward_tta(model, x, meta, tta).float().cpu().numpy())
     finally:
         model.train(was_training)
@@ -86,17 +94,24 @@ class Scorer:
         """Named member scorers (an ensemble's models); empty for a single model."""
         return {}
 
-    def proba_with_members(self, images: np.ndarray,
-                           tta: str = "center") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def proba_with_members(
+        self, images: np.ndarray, tta: str = "center"
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The scorer's probabilities and each member's, for side-by-side evaluation."""
-        return (self.predict_proba(images, tta),
-                {name: m.predict_proba(images, tta) for name, m in self.members().items()})
+        return (
+            self.predict_proba(images, tta),
+            {name: m.predict_proba(images, tta) for name, m in self.members().items()},
+        )
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready facts for reports: name, kind, file, temperature, members."""
-        return {"name": self.name, "kind": self.kind, "path": str(self.path) if self.path else None,
-                "temperature": self.temperature,
-                "members": {n: m.describe() for n, m in self.members().items()}}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "path": str(self.path) if self.path else None,
+            "temperature": self.temperature,
+            "members": {n: m.describe() for n, m in self.members().items()},
+        }
 
 
 class CheckpointScorer(Scorer):
@@ -104,9 +119,15 @@ class CheckpointScorer(Scorer):
 
     kind = "checkpoint"
 
-    def __init__(self, model: torch.nn.Module, meta: ModelMeta, name: str | None = None,
-                 path: str | Path | None = None, batch_size: int = 256,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        meta: ModelMeta,
+        name: str | None = None,
+        path: str | Path | None = None,
+        batch_size: int = 256,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.model, self.meta = model.to(device).eval(), meta
         self.path = Path(path) if path is not None else None
         self.name = name or (file_label(self.path) if self.path else meta.name)
@@ -124,8 +145,14 @@ class CheckpointScorer(Scorer):
         return softmax(z)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "model": self.meta.name, "logit_bias": self.meta.logit_bias, "args": dict(self.meta.args),
-                "input_size": self.meta.input_size, "classes": self.classes}
+        return {
+            **super().describe(),
+            "model": self.meta.name,
+            "logit_bias": self.meta.logit_bias,
+            "args": dict(self.meta.args),
+            "input_size": self.meta.input_size,
+            "classes": self.classes,
+        }
 
 
 class EnsembleScorer(Scorer):
@@ -133,8 +160,13 @@ class EnsembleScorer(Scorer):
 
     kind = "ensemble"
 
-    def __init__(self, ens: Ensemble, path: Path | None = None, batch_size: int = 256,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        ens: Ensemble,
+        path: Path | None = None,
+        batch_size: int = 256,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.ensemble = ens.to(device).eval()
         self.path = Path(path) if path is not None else None
         self.name = file_label(self.path) if self.path else "ensemble"
@@ -148,7 +180,7 @@ class EnsembleScorer(Scorer):
         out = []
         with torch.inference_mode():
             for i in range(0, len(images), self.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(images[i:i + self.batch_size])).to(self.device)
+                x = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch_size])).to(self.device)
                 out.append(self.ensemble.member_logits(x, tta).float().cpu())
         if not out:
             return torch.zeros(len(self.ensemble.members), 0, len(self.classes))
@@ -162,19 +194,25 @@ class EnsembleScorer(Scorer):
         return np.log(np.clip(self.predict_proba(images, tta), 1e-12, None))
 
     def members(self) -> dict[str, Scorer]:
-        return {n: CheckpointScorer(m, meta, name=n, batch_size=self.batch_size, device=self.device)
-                for n, m, meta in zip(self.ensemble.names, self.ensemble.members, self.ensemble.metas)}
+        return {
+            n: CheckpointScorer(m, meta, name=n, batch_size=self.batch_size, device=self.device)
+            for n, m, meta in zip(self.ensemble.names, self.ensemble.members, self.ensemble.metas)
+        }
 
-    def proba_with_members(self, images: np.ndarray,
-                           tta: str = "center") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def proba_with_members(
+        self, images: np.ndarray, tta: str = "center"
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         ml = self._member_logits(images, tta)  # members run once for both answers
         combined = self.ensemble.combine_logits(ml).double().numpy()
         each = torch.softmax(ml.double(), dim=-1).numpy()  # = each member scorer's predict_proba
         return combined, dict(zip(self.ensemble.names, each))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "combine": self.ensemble.combine,
-                "weights": dict(zip(self.ensemble.names, self.ensemble.weights.tolist()))}
+        return {
+            **super().describe(),
+            "combine": self.ensemble.combine,
+            "weights": dict(zip(self.ensemble.names, self.ensemble.weights.tolist())),
+        }
 
 
 class OnnxScorer(Scorer):
@@ -193,8 +231,10 @@ class OnnxScorer(Scorer):
 
     def predict_proba(self, images: np.ndarray, tta: str = "center") -> np.ndarray:
         if tta != self.model.tta:
-            raise ModelError(f"{self.name} has {self.model.tta!r} test-time crops built in; evaluate it with "
-                             f"--tta {self.model.tta} or export it again with --tta {tta}")
+            raise ModelError(
+                f"{self.name} has {self.model.tta!r} test-time crops built in; evaluate it with "
+                f"--tta {self.model.tta} or export it again with --tta {tta}"
+            )
         return self.model.predict_proba(check_images(images), self.batch_size).astype(np.float64)
 
     def logits(self, images: np.ndarray, tta: str = "center") -> np.ndarray:
@@ -214,5 +254,7 @@ def load_scorer(path: str | Path, batch_size: int = 256, device: str | torch.dev
     if isinstance(model, OnnxModel):
         return OnnxScorer(model, path=p, batch_size=batch_size)
     if model.file_format == CHECKPOINT_FORMAT:
-        return CheckpointScorer(model.members[0], model.metas[0], path=p, batch_size=batch_size, device=device)
+        return CheckpointScorer(
+            model.members[0], model.metas[0], path=p, batch_size=batch_size, device=device
+        )
     return EnsembleScorer(model, path=p, batch_size=batch_size, device=device)

@@ -1,4 +1,5 @@
 """Drawing results on images: a box per face, its label and score above it, one colour per class."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,7 +11,13 @@ from ferkit.inference.faces import Face
 # RGB, one per class in CLASSES order (Angry, Disgust, Fear, Happy, Sad, Surprise, Neutral);
 # the web page uses the same colours.
 CLASS_COLORS: tuple[tuple[int, int, int], ...] = (
-    (230, 57, 70), (106, 153, 78), (155, 93, 229), (255, 183, 3), (33, 118, 174), (247, 127, 0), (160, 160, 160),
+    (230, 57, 70),
+    (106, 153, 78),
+    (155, 93, 229),
+    (255, 183, 3),
+    (33, 118, 174),
+    (247, 127, 0),
+    (160, 160, 160),
 )
 
 
@@ -26,7 +33,9 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).copy()
 
 
-def draw_faces(image: np.ndarray, faces: Sequence[Face], classes: Sequence[str], *, copy: bool = True) -> np.ndarray:
+def draw_faces(
+    image: np.ndarray, faces: Sequence[Face], classes: Sequence[str], *, copy: bool = True
+) -> np.ndarray:
     """RGB image with each classified face's box, label and score drawn; ``copy=False`` draws in place
     (the image must then already be contiguous RGB uint8)."""
     import cv2
@@ -46,5 +55,7 @@ def draw_faces(image: np.ndarray, faces: Sequence[Face], classes: Sequence[str],
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick)
         ty = b.y - 4 if b.y - th - base - 4 >= 0 else b.y + b.h + th + 4
         cv2.rectangle(out, (b.x, ty - th - base), (b.x + tw + 4, ty + base), color, -1)
-        cv2.putText(out, text, (b.x + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thick, cv2.LINE_AA)
+        cv2.putText(
+            out, text, (b.x + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thick, cv2.LINE_AA
+        )
     return out

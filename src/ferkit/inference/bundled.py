@@ -1,4 +1,5 @@
 """The model shipped inside the package (``ferkit/weights/default.onnx``) and its card."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,8 +25,10 @@ def describe_bundled() -> str:
     lines = [f"bundled model: {card['file']} ({card['bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:16]}...)"]
     for part in ("public", "private"):
         for name, m in card.get(part, {}).items():
-            lines.append(f"  {name:<40} top-1 {m['top1']:.2%}  balanced {m['balanced_accuracy']:.2%}  "
-                         f"macro-F1 {m['macro_f1']:.2%}")
+            lines.append(
+                f"  {name:<40} top-1 {m['top1']:.2%}  balanced {m['balanced_accuracy']:.2%}  "
+                f"macro-F1 {m['macro_f1']:.2%}"
+            )
     return "\n".join(lines)
 
 
@@ -46,6 +49,9 @@ def describe_local(runs: str | Path = "runs") -> list[str]:
             lines.append(f"  {p}: unreadable ({e})")
             continue
         m = ck.get("metrics") or {}
-        lines.append(f"  {p!s:<32} {ck['meta']['name']:<14} epoch {ck.get('epoch', '?'):>3}  "
-                     f"val acc {m.get('val_acc', float('nan')):.2%}  balanced {m.get('val_balanced_acc', float('nan')):.2%}")
+        lines.append(
+            f"  {p!s:<32} {ck['meta']['name']:<14} epoch {ck.get('epoch', '?'):>3}  "
+            f"val acc {m.get('val_acc', float('nan')):.2%}  "
+            f"balanced {m.get('val_balanced_acc', float('nan')):.2%}"
+        )
     return lines

@@ -8,6 +8,7 @@ graph, and everything needed to use the file is in its ``metadata_props`` (see `
 Every export is checked: the ONNX Runtime output on face-like images must match PyTorch's to within
 1e-4 (max absolute probability difference), otherwise ``ModelError`` and no file is written.
 """
+
 from __future__ import annotations
 
 import io
@@ -74,21 +75,52 @@ def probe_images(n: int = 32, size: int = 48, seed: int = 0) -> np.ndarray:
         img[face] = rng.uniform(120, 220) + 30 * (xx[face] - cx)
         s = size
         for ex in (cx - 0.15, cx + 0.15):  # eyes and brows
-            cv2.ellipse(img, (int(ex * s), int((cy - 0.1) * s)), (int(0.06 * s), int(0.03 * s)), 0, 0, 360,
-                        float(rng.uniform(20, 70)), -1)
-            cv2.line(img, (int((ex - 0.08) * s), int((cy - 0.2 + rng.normal(0, 0.02)) * s)),
-                     (int((ex + 0.08) * s), int((cy - 0.2 + rng.normal(0, 0.02)) * s)), float(rng.uniform(20, 80)), 2)
+            cv2.ellipse(
+                img,
+                (int(ex * s), int((cy - 0.1) * s)),
+                (int(0.06 * s), int(0.03 * s)),
+                0,
+                0,
+                360,
+                float(rng.uniform(20, 70)),
+                -1,
+            )
+            cv2.line(
+                img,
+                (int((ex - 0.08) * s), int((cy - 0.2 + rng.normal(0, 0.02)) * s)),
+                (int((ex + 0.08) * s), int((cy - 0.2 + rng.normal(0, 0.02)) * s)),
+                float(rng.uniform(20, 80)),
+                2,
+            )
         mouth_open = rng.uniform(0.0, 0.06)
-        cv2.ellipse(img, (int(cx * s), int((cy + 0.2) * s)), (int(0.12 * s), max(1, int(mouth_open * s))), 0,
-                    0, 360 if mouth_open > 0.02 else 180, float(rng.uniform(30, 90)), -1)
+        cv2.ellipse(
+            img,
+            (int(cx * s), int((cy + 0.2) * s)),
+            (int(0.12 * s), max(1, int(mouth_open * s))),
+            0,
+            0,
+            360 if mouth_open > 0.02 else 180,
+            float(rng.uniform(30, 90)),
+            -1,
+        )
         img = cv2.GaussianBlur(img, (3, 3), 0.8) + rng.normal(0, 6, img.shape)
         out[i] = np.clip(img, 0, 255).astype(np.uint8)
     return out
 
 
 def _ensemble_metadata(ens: Ensemble, tta: str, input_format: str, source: str) -> dict[str, str]:
-    members = [{"name": n, "model": m.name, "args": m.args, "input_size": m.input_size, "mean": m.mean,
-                "std": m.std, "temperature": m.temperature} for n, m in zip(ens.names, ens.metas)]
+    members = [
+        {
+            "name": n,
+            "model": m.name,
+            "args": m.args,
+            "input_size": m.input_size,
+            "mean": m.mean,
+            "std": m.std,
+            "temperature": m.temperature,
+        }
+        for n, m in zip(ens.names, ens.metas)
+    ]
     return {
         "ferkit.format": ONNX_FORMAT,
         "ferkit.version": __version__,
@@ -138,8 +170,10 @@ def read_metadata(model: str | Path | bytes | Any) -> dict[str, str]:
 
 def torch_probs(ens: Ensemble, images: np.ndarray, tta: str, batch_size: int = 256) -> np.ndarray:
     with torch.inference_mode():
-        outs = [ens.predict_proba(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])), tta)
-                for i in range(0, len(images), batch_size)]
+        outs = [
+            ens.predict_proba(torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])), tta)
+            for i in range(0, len(images), batch_size)
+        ]
     return torch.cat(outs).float().numpy()
 
 
@@ -153,16 +187,29 @@ def _trace(ens: Ensemble, tta: str, input_format: str) -> bytes:
         # dependency); it traces this static graph exactly, so its deprecation notices are noise here.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            graph, (dummy,),
+            graph,
+            (dummy,),
             buf,  # type: ignore[arg-type]  # a file object works (the TorchScript exporter writes to it)
-            dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}}, do_constant_folding=True)
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}},
+            do_constant_folding=True,
+        )
     return buf.getvalue()
 
 
-def export_onnx(model: Ensemble | str | Path, out: str | Path | None = None, *, tta: str = "center",
-                input_format: str = "uint8", source: str | None = None, probes: np.ndarray | None = None,
-                tol: float = PARITY_TOL) -> ExportResult:
+def export_onnx(
+    model: Ensemble | str | Path,
+    out: str | Path | None = None,
+    *,
+    tta: str = "center",
+    input_format: str = "uint8",
+    source: str | None = None,
+    probes: np.ndarray | None = None,
+    tol: float = PARITY_TOL,
+) -> ExportResult:
     """Export a checkpoint, an ensemble file or an ``Ensemble`` to ONNX, checked against PyTorch.
 
     ``probes``: uint8 (N, 48, 48) images for the parity check (real faces when available; face-like
@@ -193,8 +240,10 @@ def export_onnx(model: Ensemble | str | Path, out: str | Path | None = None, *, 
     want = torch_probs(ens, probes, tta)
     diff = float(np.abs(got - want).max()) if len(probes) else 0.0
     if not diff < tol:
-        raise ModelError(f"ONNX export does not match PyTorch: max probability difference {diff:.2e} "
-                         f"(limit {tol:.0e}); no file written")
+        raise ModelError(
+            f"ONNX export does not match PyTorch: max probability difference {diff:.2e} "
+            f"(limit {tol:.0e}); no file written"
+        )
     metadata["parity_max_abs_diff"] = f"{diff:.3e}"
     set_metadata(proto, metadata)
     data = proto.SerializeToString()

@@ -8,6 +8,7 @@ compared with the pasted face box); see ``DEFAULT_MARGIN``. ``FaceAnalyzer`` tie
 
 Zero faces is a normal result (an empty list); faces are always sorted left to right.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -61,8 +62,13 @@ class Box:
 
     def scaled(self, sx: float, sy: float) -> Box:
         """This box in an image resized by (sx, sy)."""
-        return Box(round(self.x * sx), round(self.y * sy), max(1, round(self.w * sx)),
-                   max(1, round(self.h * sy)), self.score)
+        return Box(
+            round(self.x * sx),
+            round(self.y * sy),
+            max(1, round(self.w * sx)),
+            max(1, round(self.h * sy)),
+            self.score,
+        )
 
 
 def decode_side(detect_size: int | None) -> int | None:
@@ -97,8 +103,15 @@ class HaarDetector:
 
     name = "haar"
 
-    def __init__(self, cascade: str | Path | None = None, *, scale_factor: float = 1.1, min_neighbors: int = 5,
-                 min_size: int = 20, max_side: int | None = 640) -> None:
+    def __init__(
+        self,
+        cascade: str | Path | None = None,
+        *,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        min_size: int = 20,
+        max_side: int | None = 640,
+    ) -> None:
         import cv2
 
         path = Path(cascade) if cascade else Path(cv2.data.haarcascades) / HAAR_CASCADE
@@ -108,17 +121,27 @@ class HaarDetector:
         if self._cascade.empty():
             raise ModelError(f"{path} is not a readable OpenCV cascade")
         self.scale_factor, self.min_neighbors, self.min_size, self.max_side = (
-            scale_factor, min_neighbors, min_size, max_side)
+            scale_factor,
+            min_neighbors,
+            min_size,
+            max_side,
+        )
 
     def detect(self, image: np.ndarray) -> list[Box]:
         import cv2
 
         small, s = _shrink(to_gray(image), self.max_side)
         small = cv2.equalizeHist(small)
-        found = self._cascade.detectMultiScale(small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                               minSize=(self.min_size, self.min_size))
-        return [Box(round(x / s), round(y / s), round(w / s), round(h / s))
-                for (x, y, w, h) in np.asarray(found).reshape(-1, 4)]
+        found = self._cascade.detectMultiScale(
+            small,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(self.min_size, self.min_size),
+        )
+        return [
+            Box(round(x / s), round(y / s), round(w / s), round(h / s))
+            for (x, y, w, h) in np.asarray(found).reshape(-1, 4)
+        ]
 
 
 class YuNetDetector:
@@ -130,16 +153,27 @@ class YuNetDetector:
 
     name = "yunet"
 
-    def __init__(self, model: str | Path, *, score_threshold: float = 0.7, nms_threshold: float = 0.3,
-                 top_k: int = 500, max_side: int | None = 640) -> None:
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        score_threshold: float = 0.7,
+        nms_threshold: float = 0.3,
+        top_k: int = 500,
+        max_side: int | None = 640,
+    ) -> None:
         import cv2
 
         p = Path(model)
         if not p.is_file():
-            raise ModelError(f"YuNet model file not found: {p} (get face_detection_yunet_2023mar.onnx from the "
-                             "OpenCV model zoo and pass its path)")
+            raise ModelError(
+                f"YuNet model file not found: {p} (get face_detection_yunet_2023mar.onnx from the "
+                "OpenCV model zoo and pass its path)"
+            )
         try:
-            self._det = cv2.FaceDetectorYN.create(str(p), "", (320, 320), score_threshold, nms_threshold, top_k)
+            self._det = cv2.FaceDetectorYN.create(
+                str(p), "", (320, 320), score_threshold, nms_threshold, top_k
+            )
         except cv2.error as e:
             raise ModelError(f"{p} is not a usable YuNet model ({str(e).strip().splitlines()[-1]})") from None
         self.max_side = max_side
@@ -159,8 +193,10 @@ class YuNetDetector:
         _, faces = self._det.detect(small)
         if faces is None:
             return []
-        return [Box(round(f[0] / s), round(f[1] / s), round(f[2] / s), round(f[3] / s),
-                    float(f[-1])) for f in faces]
+        return [
+            Box(round(f[0] / s), round(f[1] / s), round(f[2] / s), round(f[3] / s), float(f[-1]))
+            for f in faces
+        ]
 
 
 # Camera frames: coarser scale steps and a larger smallest face make Haar ~2x faster on 640x480 frames;
@@ -168,8 +204,9 @@ class YuNetDetector:
 HAAR_LIVE = {"scale_factor": 1.2, "min_neighbors": 4, "min_size": 28}
 
 
-def create_detector(name: str = "haar", model: str | Path | None = None, *, live: bool = False,
-                    **kwargs: Any) -> FaceDetector:
+def create_detector(
+    name: str = "haar", model: str | Path | None = None, *, live: bool = False, **kwargs: Any
+) -> FaceDetector:
     """``haar`` (default, offline) or ``yunet`` (needs ``model``, the YuNet ONNX file).
 
     ``live=True``: settings for camera frames (speed over the smallest faces)."""
@@ -177,8 +214,10 @@ def create_detector(name: str = "haar", model: str | Path | None = None, *, live
         return HaarDetector(model, **({**HAAR_LIVE, **kwargs} if live else kwargs))
     if name == "yunet":
         if model is None:
-            raise ModelError("the yunet detector needs its model file: pass --yunet-model PATH "
-                             "(face_detection_yunet_2023mar.onnx from the OpenCV model zoo)")
+            raise ModelError(
+                "the yunet detector needs its model file: pass --yunet-model PATH "
+                "(face_detection_yunet_2023mar.onnx from the OpenCV model zoo)"
+            )
         return YuNetDetector(model, **kwargs)
     raise ConfigError(f"unknown face detector {name!r}; use one of {', '.join(DETECTORS)}")
 
@@ -227,15 +266,21 @@ class Face:
 
     def to_dict(self, classes: Sequence[str]) -> dict[str, Any]:
         label, score = self.label_score(classes)
-        d: dict[str, Any] = {"box": self.box.to_list(), "crop_box": self.crop_box.to_list(), "label": label,
-                             "score": round(score, 6),
-                             "probs": {c: round(float(p), 6) for c, p in zip(classes, self.probs)}}
+        d: dict[str, Any] = {
+            "box": self.box.to_list(),
+            "crop_box": self.crop_box.to_list(),
+            "label": label,
+            "score": round(score, 6),
+            "probs": {c: round(float(p), 6) for c, p in zip(classes, self.probs)},
+        }
         if self.track is not None:
             d["track"] = self.track
         return d
 
 
-def crop_faces(image: np.ndarray, boxes: Sequence[Box], margin: float = DEFAULT_MARGIN, size: int = 48) -> list[Face]:
+def crop_faces(
+    image: np.ndarray, boxes: Sequence[Box], margin: float = DEFAULT_MARGIN, size: int = 48
+) -> list[Face]:
     """Square, margin-padded 48x48 gray crops of ``boxes``, sorted left to right."""
     gray = to_gray(image)
     out = []
@@ -251,7 +296,9 @@ class FaceAnalyzer:
     ``analyze_many`` runs one engine call for the crops of all the images given (throughput on folders).
     """
 
-    def __init__(self, recognizer: Any, detector: FaceDetector | None = None, margin: float = DEFAULT_MARGIN) -> None:
+    def __init__(
+        self, recognizer: Any, detector: FaceDetector | None = None, margin: float = DEFAULT_MARGIN
+    ) -> None:
         self.recognizer = recognizer
         self.detector = detector if detector is not None else HaarDetector()
         self.margin = margin

@@ -10,6 +10,7 @@
 
 Each result keeps the ferkit metadata, with ``precision`` updated.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,11 @@ class _Batches:
 
     def __init__(self, name: str, images: np.ndarray, dtype: type, batch_size: int = 64) -> None:
         self._it: Iterator[dict[str, np.ndarray]] = iter(
-            [{name: np.ascontiguousarray(images[i:i + batch_size], dtype=dtype)}
-             for i in range(0, len(images), batch_size)])
+            [
+                {name: np.ascontiguousarray(images[i : i + batch_size], dtype=dtype)}
+                for i in range(0, len(images), batch_size)
+            ]
+        )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
@@ -69,7 +73,7 @@ class _Batches:
 
 
 def to_int8(data: bytes, mode: str = "dynamic", calibration: np.ndarray | None = None) -> bytes:
-    """Quantise an exported graph. ``static`` needs ``calibration``: uint8 faces (N, 48, 48), a few hundred."""
+    """Quantise an exported graph; ``static`` needs ``calibration``: a few hundred uint8 faces (N, 48, 48)."""
 
     if mode not in INT8_MODES:
         raise ModelError(f"unknown int8 mode {mode!r}; use one of {', '.join(INT8_MODES)}")
@@ -85,33 +89,46 @@ def to_int8(data: bytes, mode: str = "dynamic", calibration: np.ndarray | None =
             src.write_bytes(data)
             quant_pre_process(str(src), str(pre))  # shape inference + graph clean-up, as the docs advise
             if mode == "dynamic":
-                quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=DYNAMIC_OPS)
+                quantize_dynamic(
+                    str(pre), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=DYNAMIC_OPS
+                )
             else:
                 assert calibration is not None  # checked above
                 reader = _Batches(ref.input_name, calibration, ref.input_dtype)
-                quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                op_types_to_quantize=STATIC_OPS)
+                quantize_static(
+                    str(pre),
+                    str(out),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    op_types_to_quantize=STATIC_OPS,
+                )
             model = onnx.load(str(out))
     except ModelError:
         raise
     except Exception as e:  # noqa: BLE001 - the quantiser fails with assorted types; one line for the user
-        raise ModelError(f"int8 {mode} quantisation failed ({type(e).__name__}: {str(e).splitlines()[0]})") \
-            from None
+        raise ModelError(
+            f"int8 {mode} quantisation failed ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
     finally:
         quiet.setLevel(level)
     return _with_precision(model, f"int8-{mode}")
 
 
-def compare(reference: bytes, candidate: bytes, images: np.ndarray,
-            labels: np.ndarray | None = None) -> dict[str, float]:
+def compare(
+    reference: bytes, candidate: bytes, images: np.ndarray, labels: np.ndarray | None = None
+) -> dict[str, float]:
     """How a converted graph differs from its fp32 reference on ``images`` (and labels, if given)."""
     p_ref = OnnxModel(reference).predict_proba(images)
     p_new = OnnxModel(candidate).predict_proba(images)
-    out = {"n": float(len(images)),
-           "max_abs_diff": float(np.abs(p_ref - p_new).max()) if len(images) else 0.0,
-           "agreement": float((p_ref.argmax(1) == p_new.argmax(1)).mean()) if len(images) else 1.0,
-           "max_sum_error": float(np.abs(p_new.sum(1) - 1).max()) if len(images) else 0.0}
+    out = {
+        "n": float(len(images)),
+        "max_abs_diff": float(np.abs(p_ref - p_new).max()) if len(images) else 0.0,
+        "agreement": float((p_ref.argmax(1) == p_new.argmax(1)).mean()) if len(images) else 1.0,
+        "max_sum_error": float(np.abs(p_new.sum(1) - 1).max()) if len(images) else 0.0,
+    }
     if labels is not None and len(images):
         labels = np.asarray(labels)
         out["accuracy_fp32"] = float((p_ref.argmax(1) == labels).mean())

@@ -9,6 +9,7 @@ ONNX Runtime on the CPU by default: a checkpoint or ensemble is exported to an i
 load (checked against PyTorch like ``ferkit export``); ``backend="torch"`` (or a GPU ``device``) runs
 PyTorch instead. Faces go through in batches of 64; a single face is one small call.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ DEFAULT_MODEL = "weights/default.onnx"  # package data of ferkit
 
 @dataclass
 class FacePrediction:
-    """One face's result: ``probs`` (float32, CLASSES order), the top class's ``index``, ``label``, ``score``."""
+    """A face's result: ``probs`` (float32, CLASSES order) + top class ``index``, ``label``, ``score``."""
 
     probs: np.ndarray
     index: int
@@ -43,18 +44,23 @@ class FacePrediction:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``{"label", "score", "index", "probs": {class: p}}`` (classes in fixed order)."""
-        return {"label": self.label, "score": self.score, "index": self.index,
-                "probs": {c: float(p) for c, p in zip(self.classes, self.probs)}}
+        return {
+            "label": self.label,
+            "score": self.score,
+            "index": self.index,
+            "probs": {c: float(p) for c, p in zip(self.classes, self.probs)},
+        }
 
 
 def default_model_path() -> Path:
     """The bundled model, ``ferkit/weights/default.onnx``; ModelError when this install has none."""
     p = Path(str(resources.files("ferkit").joinpath(DEFAULT_MODEL)))
     if not p.is_file():
-        raise ModelError(f"no bundled model in this installation ({p} is missing); pass a model file: "
-                         "a checkpoint (.pt), an ensemble or an exported .onnx")
+        raise ModelError(
+            f"no bundled model in this installation ({p} is missing); pass a model file: "
+            "a checkpoint (.pt), an ensemble or an exported .onnx"
+        )
     return p
-
 
 
 def _is_pil(x: Any) -> bool:
@@ -88,10 +94,13 @@ def prepare_faces(faces: Any, size: int = 48) -> np.ndarray:
         elif a.ndim == 4:
             items = list(a)
         else:
-            raise InputError(f"expected a face HxW[xC] or a stack NxHxW[xC], got a {a.ndim}-D array {a.shape}")
+            raise InputError(
+                f"expected a face HxW[xC] or a stack NxHxW[xC], got a {a.ndim}-D array {a.shape}"
+            )
     else:
-        raise InputError(f"expected a face image (numpy array or PIL image) or a list of them, "
-                         f"got {type(faces).__name__}")
+        raise InputError(
+            f"expected a face image (numpy array or PIL image) or a list of them, got {type(faces).__name__}"
+        )
     out = np.empty((len(items), size, size), np.uint8)
     for i, item in enumerate(items):
         try:
@@ -104,8 +113,10 @@ def prepare_faces(faces: Any, size: int = 48) -> np.ndarray:
             if item.dtype == object or item.dtype.kind not in "biuf":
                 raise InputError(f"expected numeric image data, got dtype {item.dtype}")
             if item.ndim in (2, 3) and item.size and min(item.shape[:2]) < MIN_SIDE:
-                raise InputError(f"face crop too small ({item.shape[0]}x{item.shape[1]} pixels; "
-                                 f"at least {MIN_SIDE}x{MIN_SIDE})")
+                raise InputError(
+                    f"face crop too small ({item.shape[0]}x{item.shape[1]} pixels; "
+                    f"at least {MIN_SIDE}x{MIN_SIDE})"
+                )
             out[i] = to_face_input(item, size)
         except InputError as e:
             raise InputError(f"face {i}: {e}" if len(items) > 1 else str(e)) from None
@@ -128,16 +139,33 @@ class _TorchEngine:
 class Recognizer:
     """Predicts expressions of face crops; build it with ``Recognizer.load``."""
 
-    def __init__(self, engine: Any, *, name: str, classes: list[str], backend: str, tta: str,
-                 image_size: int = 48, device: str = "cpu", batch_size: int = BATCH_SIZE,
-                 source: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        *,
+        name: str,
+        classes: list[str],
+        backend: str,
+        tta: str,
+        image_size: int = 48,
+        device: str = "cpu",
+        batch_size: int = BATCH_SIZE,
+        source: str | None = None,
+    ) -> None:
         self._engine = engine
         self.name, self.classes, self.backend, self.tta = name, tuple(classes), backend, tta
         self.image_size, self.device, self.batch_size, self.source = image_size, device, batch_size, source
 
     @classmethod
-    def load(cls, path: str | Path | None = None, *, backend: str = "auto", threads: int | None = None,
-             tta: str | None = None, device: str = "cpu") -> Recognizer:
+    def load(
+        cls,
+        path: str | Path | None = None,
+        *,
+        backend: str = "auto",
+        threads: int | None = None,
+        tta: str | None = None,
+        device: str = "cpu",
+    ) -> Recognizer:
         """A checkpoint (.pt), an ensemble file or an exported .onnx; None: the bundled default model.
 
         ``backend``: ``auto`` (ONNX Runtime on the CPU, PyTorch on a GPU ``device``), ``onnx`` or
@@ -164,15 +192,28 @@ class Recognizer:
         model = load_model_file(p, threads=threads)
         if isinstance(model, OnnxModel):
             if tta is not None and tta != model.tta:
-                raise ModelError(f"{p.name} has {model.tta!r} test-time crops built in; load it with "
-                                 f"tta={model.tta!r} or export it again with --tta {tta}")
-            return cls(model, name=model.name, classes=model.classes, backend="onnx", tta=model.tta,
-                       image_size=model.image_size, device=device, source=str(p))
-        return cls._from_ensemble(model, p, backend=backend, threads=threads, tta=tta or "center", device=device)
+                raise ModelError(
+                    f"{p.name} has {model.tta!r} test-time crops built in; load it with "
+                    f"tta={model.tta!r} or export it again with --tta {tta}"
+                )
+            return cls(
+                model,
+                name=model.name,
+                classes=model.classes,
+                backend="onnx",
+                tta=model.tta,
+                image_size=model.image_size,
+                device=device,
+                source=str(p),
+            )
+        return cls._from_ensemble(
+            model, p, backend=backend, threads=threads, tta=tta or "center", device=device
+        )
 
     @classmethod
-    def _from_ensemble(cls, ens: Any, p: Path, *, backend: str, threads: int | None, tta: str,
-                       device: str) -> Recognizer:
+    def _from_ensemble(
+        cls, ens: Any, p: Path, *, backend: str, threads: int | None, tta: str, device: str
+    ) -> Recognizer:
         """A PyTorch ensemble run by PyTorch, or exported to an in-memory ONNX graph (checked like export)."""
         name = ens.names[0] if len(ens.members) == 1 else p.stem
         if backend == "torch":
@@ -181,24 +222,41 @@ class Recognizer:
             if threads:
                 torch.set_num_threads(threads)
             check_device(device)
-            return cls(_TorchEngine(ens, tta, device), name=name, classes=ens.classes, backend="torch", tta=tta,
-                       image_size=ens.image_size, device=device, source=str(p))
+            return cls(
+                _TorchEngine(ens, tta, device),
+                name=name,
+                classes=ens.classes,
+                backend="torch",
+                tta=tta,
+                image_size=ens.image_size,
+                device=device,
+                source=str(p),
+            )
         from ferkit.inference.export import export_onnx, probe_images
 
         exported = export_onnx(ens, tta=tta, source=p.name, probes=probe_images(8))
         model = OnnxModel(exported.data, threads=threads, name=name)
-        return cls(model, name=name, classes=ens.classes, backend="onnx", tta=tta, image_size=ens.image_size,
-                   device=device, source=str(p))
+        return cls(
+            model,
+            name=name,
+            classes=ens.classes,
+            backend="onnx",
+            tta=tta,
+            image_size=ens.image_size,
+            device=device,
+            source=str(p),
+        )
 
     def predict_proba(self, faces: Any) -> np.ndarray:
-        """Probabilities (N, 7) float32 in ``classes`` order; see ``prepare_faces`` for what ``faces`` may be."""
+        """Probabilities (N, 7) float32 in ``classes`` order; ``faces``: see ``prepare_faces``."""
         x = prepare_faces(faces, self.image_size)
         if len(x) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         if len(x) <= self.batch_size:
             return np.asarray(self._engine(x), dtype=np.float32)
-        return np.concatenate([self._engine(x[i:i + self.batch_size])
-                               for i in range(0, len(x), self.batch_size)]).astype(np.float32, copy=False)
+        return np.concatenate(
+            [self._engine(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        ).astype(np.float32, copy=False)
 
     def predict(self, faces: Any) -> list[FacePrediction]:
         """One ``FacePrediction`` per face, in input order."""
@@ -206,9 +264,15 @@ class Recognizer:
         out = []
         for p in probs:
             i = int(p.argmax())
-            out.append(FacePrediction(probs=p, index=i, label=self.classes[i], score=float(p[i]),
-                                      classes=self.classes))
+            out.append(
+                FacePrediction(
+                    probs=p, index=i, label=self.classes[i], score=float(p[i]), classes=self.classes
+                )
+            )
         return out
 
     def __repr__(self) -> str:
-        return f"Recognizer(name={self.name!r}, backend={self.backend!r}, tta={self.tta!r}, device={self.device!r})"
+        return (
+            f"Recognizer(name={self.name!r}, backend={self.backend!r}, tta={self.tta!r}, "
+            f"device={self.device!r})"
+        )

@@ -5,6 +5,7 @@ A single frame's expression reading flickers; the same face a few frames later i
 that overlaps it most. ``FaceSmoother.update`` matches this frame's boxes to the tracks (greedy, highest
 IoU first), blends the probabilities, and forgets tracks unseen for ``max_missed`` updates.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,5 @@
 """Reading and writing video files with OpenCV (``cv2.VideoCapture`` / ``cv2.VideoWriter``), RGB frames."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -38,13 +39,17 @@ class VideoReader:
         if not self._cap.isOpened():
             raise InputError(f"{self.path}: not a readable video")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
-        self.info = VideoInfo(fps=fps if fps and fps > 0 and np.isfinite(fps) else 25.0,
-                              frames=max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)),
-                              width=int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                              height=int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        self.info = VideoInfo(
+            fps=fps if fps and fps > 0 and np.isfinite(fps) else 25.0,
+            frames=max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)),
+            width=int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            height=int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
 
-    def frames(self, every: int = 1, all_frames: bool = False) -> Iterator[tuple[int, float, np.ndarray | None, bool]]:
-        """Yield ``(index, seconds, frame or None, due)``; frame is None for skipped frames unless all_frames."""
+    def frames(
+        self, every: int = 1, all_frames: bool = False
+    ) -> Iterator[tuple[int, float, np.ndarray | None, bool]]:
+        """Yield ``(index, seconds, frame or None, due)``; None for skipped frames unless all_frames."""
         import cv2
 
         if every < 1:

@@ -19,6 +19,7 @@ own temperature:
 A single checkpoint is an ensemble of one (``load_torch``): export and inference have
 one code path for both.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,9 +48,16 @@ class Ensemble(nn.Module):
 
     weights: torch.Tensor  # a buffer: (M,), on the simplex
 
-    def __init__(self, members: Sequence[nn.Module], metas: Sequence[ModelMeta], combine: str = "prob",
-                 weights: Sequence[float] | None = None, temperature: float = 1.0,
-                 names: Sequence[str] | None = None, file_format: str = FORMAT) -> None:
+    def __init__(
+        self,
+        members: Sequence[nn.Module],
+        metas: Sequence[ModelMeta],
+        combine: str = "prob",
+        weights: Sequence[float] | None = None,
+        temperature: float = 1.0,
+        names: Sequence[str] | None = None,
+        file_format: str = FORMAT,
+    ) -> None:
         super().__init__()
         if not members or len(members) != len(metas):
             raise ModelError("an ensemble needs at least one member, each with its metadata")
@@ -60,12 +68,15 @@ class Ensemble(nn.Module):
             if list(m.classes) != classes:
                 raise ModelError(f"members disagree on the classes: {classes} vs {list(m.classes)}")
             if m.image_size != metas[0].image_size:
-                raise ModelError("members expect different image sizes "
-                                 f"({metas[0].image_size} vs {m.image_size})")
+                raise ModelError(
+                    f"members expect different image sizes ({metas[0].image_size} vs {m.image_size})"
+                )
         if weights is None:
             weights = [1.0 / len(members)] * len(members)
         if len(weights) != len(members) or any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ModelError(f"ensemble weights must be {len(members)} non-negative numbers, got {list(weights)}")
+            raise ModelError(
+                f"ensemble weights must be {len(members)} non-negative numbers, got {list(weights)}"
+            )
         if not temperature > 0:
             raise ModelError(f"ensemble temperature must be positive, got {temperature}")
         self.members = nn.ModuleList(members)
@@ -80,8 +91,12 @@ class Ensemble(nn.Module):
 
     def member_logits(self, images: torch.Tensor, tta: str = "center") -> torch.Tensor:
         """(M, B, C): each member's crop-averaged logits, calibrated (its own temperature and offsets)."""
-        return torch.stack([calibrate_logits(forward_tta(m, images, meta, tta), meta)
-                            for m, meta in zip(self.members, self.metas)])
+        return torch.stack(
+            [
+                calibrate_logits(forward_tta(m, images, meta, tta), meta)
+                for m, meta in zip(self.members, self.metas)
+            ]
+        )
 
     def combine_logits(self, member_logits: torch.Tensor) -> torch.Tensor:
         """(M, B, C) member logits -> (B, C) combined probabilities."""
@@ -109,7 +124,9 @@ class Ensemble(nn.Module):
         return f"{len(self.members)}-member ensemble, combine={self.combine}, weights: {ws}"
 
 
-def fit_weights(member_probs: torch.Tensor, labels: torch.Tensor, steps: int = 2000, tol: float = 1e-10) -> torch.Tensor:
+def fit_weights(
+    member_probs: torch.Tensor, labels: torch.Tensor, steps: int = 2000, tol: float = 1e-10
+) -> torch.Tensor:
     """Simplex weights maximising the likelihood of sum_i w_i p_i on held-out data.
 
     ``member_probs`` (M, N, C), ``labels`` (N,). This is the mixture-weight problem, so the EM update
@@ -137,12 +154,20 @@ def _member_entry(path: str | Path) -> dict[str, Any]:
         raise ModelError(f"{path} is not a ferkit checkpoint")
     meta = meta_from_checkpoint(ckpt)
     # Keep only what predicting needs: no optimizer, scaler or RNG state.
-    return {"name": file_label(Path(path)), "source": str(path), "meta": dataclasses.asdict(meta),
-            "model": {k: v.detach().to("cpu") for k, v in ckpt["model"].items()}}
+    return {
+        "name": file_label(Path(path)),
+        "source": str(path),
+        "meta": dataclasses.asdict(meta),
+        "model": {k: v.detach().to("cpu") for k, v in ckpt["model"].items()},
+    }
 
 
-def build_ensemble(members: Sequence[str | Path], combine: str = "prob",
-                   weights: Sequence[float] | None = None, temperature: float = 1.0) -> dict[str, Any]:
+def build_ensemble(
+    members: Sequence[str | Path],
+    combine: str = "prob",
+    weights: Sequence[float] | None = None,
+    temperature: float = 1.0,
+) -> dict[str, Any]:
     """The ensemble dict for the given member checkpoints (weights: uniform unless given)."""
     if combine not in COMBINE_MODES:
         raise ModelError(f"unknown combination {combine!r}; use one of {', '.join(COMBINE_MODES)}")
@@ -154,10 +179,15 @@ def build_ensemble(members: Sequence[str | Path], combine: str = "prob",
         if names[:i].count(e["name"]):
             e["name"] = f"{e['name']}#{names[:i].count(e['name']) + 1}"
     n = len(entries)
-    ens = {"format": FORMAT, "version": 1, "combine": combine,
-           "weights": [1.0 / n] * n if weights is None else [float(w) for w in weights],
-           "temperature": float(temperature), "classes": list(entries[0]["meta"].get("classes", CLASSES)),
-           "members": entries}
+    ens = {
+        "format": FORMAT,
+        "version": 1,
+        "combine": combine,
+        "weights": [1.0 / n] * n if weights is None else [float(w) for w in weights],
+        "temperature": float(temperature),
+        "classes": list(entries[0]["meta"].get("classes", CLASSES)),
+        "members": entries,
+    }
     ensemble_from_dict(ens)  # validate now (shapes, classes), not at first use
     return ens
 
@@ -177,15 +207,26 @@ def ensemble_from_dict(ens: dict[str, Any], device: str | torch.device = "cpu") 
     models, metas, names = [], [], []
     for i, e in enumerate(ens.get("members", [])):
         try:
-            model, meta = model_from_checkpoint({"format": CHECKPOINT_FORMAT, "meta": e["meta"],
-                                                 "model": e["model"]}, device=device)
+            model, meta = model_from_checkpoint(
+                {"format": CHECKPOINT_FORMAT, "meta": e["meta"], "model": e["model"]}, device=device
+            )
         except KeyError as k:
             raise ModelError(f"ensemble member {i} lacks {k}") from None
         models.append(model)
         metas.append(meta)
         names.append(e.get("name", meta.name))
-    return Ensemble(models, metas, combine=ens.get("combine", "prob"), weights=ens.get("weights"),
-                    temperature=ens.get("temperature", 1.0), names=names).to(device).eval()
+    return (
+        Ensemble(
+            models,
+            metas,
+            combine=ens.get("combine", "prob"),
+            weights=ens.get("weights"),
+            temperature=ens.get("temperature", 1.0),
+            names=names,
+        )
+        .to(device)
+        .eval()
+    )
 
 
 def load_ensemble(path: str | Path, device: str | torch.device = "cpu") -> Ensemble:
@@ -209,14 +250,20 @@ def load_torch(path: str | Path, device: str | torch.device = "cpu") -> Ensemble
         return ensemble_from_dict(obj, device=device)
     if obj.get("format") == CHECKPOINT_FORMAT:
         model, meta = model_from_checkpoint(obj, device=device)
-        return Ensemble([model], [meta], names=[file_label(Path(path))],
-                        file_format=CHECKPOINT_FORMAT).to(device).eval()
-    raise ModelError(f"{path} is a torch file but not a ferkit model (format {obj.get('format')!r}; "
-                     f"known: {CHECKPOINT_FORMAT}, {FORMAT})")
+        return (
+            Ensemble([model], [meta], names=[file_label(Path(path))], file_format=CHECKPOINT_FORMAT)
+            .to(device)
+            .eval()
+        )
+    raise ModelError(
+        f"{path} is a torch file but not a ferkit model (format {obj.get('format')!r}; "
+        f"known: {CHECKPOINT_FORMAT}, {FORMAT})"
+    )
 
 
-def fit_ensemble_weights(ens: Ensemble, images: Any, labels: Any, tta: str = "center",
-                         batch_size: int = 256) -> tuple[list[float], dict[str, float]]:
+def fit_ensemble_weights(
+    ens: Ensemble, images: Any, labels: Any, tta: str = "center", batch_size: int = 256
+) -> tuple[list[float], dict[str, float]]:
     """Weights for ``combine="learned"`` fitted on validation faces (PublicTest; never PrivateTest).
 
     Returns the weights and the validation log-loss/accuracy of uniform vs learned weights. The learned
@@ -227,8 +274,13 @@ def fit_ensemble_weights(ens: Ensemble, images: Any, labels: Any, tta: str = "ce
     if len(images) == 0 or len(images) != len(y):
         raise ModelError("learning ensemble weights needs labelled validation faces")
     with torch.inference_mode():
-        member_logits = torch.cat([ens.member_logits(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])),
-                                                     tta) for i in range(0, len(images), batch_size)], dim=1)
+        member_logits = torch.cat(
+            [
+                ens.member_logits(torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])), tta)
+                for i in range(0, len(images), batch_size)
+            ],
+            dim=1,
+        )
     probs = torch.softmax(member_logits.float(), dim=-1)
     w = fit_weights(probs, y)
 
@@ -239,5 +291,10 @@ def fit_ensemble_weights(ens: Ensemble, images: Any, labels: Any, tta: str = "ce
 
     uni = torch.full((len(w),), 1.0 / len(w))
     (nll_u, acc_u), (nll_w, acc_w) = scores(uni), scores(w)
-    return w.tolist(), {"uniform_nll": nll_u, "uniform_accuracy": acc_u, "learned_nll": nll_w,
-                        "learned_accuracy": acc_w, "n": len(y)}
+    return w.tolist(), {
+        "uniform_nll": nll_u,
+        "uniform_accuracy": acc_u,
+        "learned_nll": nll_w,
+        "learned_accuracy": acc_w,
+        "n": len(y),
+    }

@@ -3,6 +3,7 @@
 Everything needed comes from the file's metadata (written by ``ferkit.inference.export``): the class
 names, the input type (uint8 or float), the test-time crops built into the graph, the source.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ ONNX_FORMAT = "ferkit-onnx"  # the tag ferkit.inference.export writes
 
 
 def make_session(model: bytes | str | Path, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session, all graph optimisations on, ``threads`` intra-op threads (None: all cores)."""
+    """An ONNX Runtime CPU session: all graph optimisations, ``threads`` intra-op threads (None: all)."""
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -55,8 +56,14 @@ def _check_metadata(metadata: dict[str, str], session: Any) -> tuple[list[str], 
         shape = json.loads(metadata.get("input_shape", '["N", 48, 48]'))
         size = int(shape[-1])
     except (KeyError, ValueError, TypeError, IndexError) as e:
-        raise ModelError(f"this ONNX model's ferkit metadata is malformed ({type(e).__name__}: {e})") from None
-    if not isinstance(classes, list) or len(classes) != NUM_CLASSES or not all(isinstance(c, str) for c in classes):
+        raise ModelError(
+            f"this ONNX model's ferkit metadata is malformed ({type(e).__name__}: {e})"
+        ) from None
+    if (
+        not isinstance(classes, list)
+        or len(classes) != NUM_CLASSES
+        or not all(isinstance(c, str) for c in classes)
+    ):
         raise ModelError(f"this ONNX model's metadata must name the {NUM_CLASSES} classes, got {classes!r}")
     if not 8 <= size <= 1024:
         raise ModelError(f"this ONNX model's metadata gives an input side of {size} pixels")
@@ -72,7 +79,9 @@ def _check_metadata(metadata: dict[str, str], session: Any) -> tuple[list[str], 
 class OnnxModel:
     """A ferkit ONNX graph: uint8 faces (N, 48, 48) in, probabilities (N, 7) float32 out."""
 
-    def __init__(self, model: bytes | str | Path, threads: int | None = None, name: str | None = None) -> None:
+    def __init__(
+        self, model: bytes | str | Path, threads: int | None = None, name: str | None = None
+    ) -> None:
         self.session = make_session(model, threads)
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         if self.metadata.get("ferkit.format") != ONNX_FORMAT:
@@ -101,11 +110,18 @@ class OnnxModel:
         images = np.asarray(images)
         if len(images) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        return np.concatenate([self(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+        return np.concatenate([self(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
     def describe(self) -> dict[str, Any]:
         members = json.loads(self.metadata.get("members", "[]"))
-        return {"name": self.name, "kind": "onnx", "path": str(self.path) if self.path else None,
-                "tta": self.tta, "input": self.metadata.get("input"), "precision": self.precision,
-                "source": self.metadata.get("source"), "combine": self.metadata.get("combine"),
-                "members": [m.get("name") for m in members]}
+        return {
+            "name": self.name,
+            "kind": "onnx",
+            "path": str(self.path) if self.path else None,
+            "tta": self.tta,
+            "input": self.metadata.get("input"),
+            "precision": self.precision,
+            "source": self.metadata.get("source"),
+            "combine": self.metadata.get("combine"),
+            "members": [m.get("name") for m in members],
+        }

@@ -1,4 +1,5 @@
 """A tiny model registry (after timm): ``@register_model`` records builders; ``create_model`` builds."""
+
 from __future__ import annotations
 
 import fnmatch

@@ -2,6 +2,7 @@
 
 Images arrive as uint8 (B, 48, 48) or (B, 1, 48, 48); models see float (B, 1, 40, 40).
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,7 @@ def normalize(x: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
-    return x[..., top:top + size, left:left + size]
+    return x[..., top : top + size, left : left + size]
 
 
 def tta_crops(x: torch.Tensor, size: int, mode: str = "center") -> torch.Tensor:
@@ -32,13 +33,20 @@ def tta_crops(x: torch.Tensor, size: int, mode: str = "center") -> torch.Tensor:
     if mode == "mirror":
         return torch.stack([c, c.flip(-1)], dim=1)
     h, w = x.shape[-2:]
-    views = [x[..., :size, :size], x[..., :size, w - size:], x[..., h - size:, :size],
-             x[..., h - size:, w - size:], c]
+    views = [
+        x[..., :size, :size],
+        x[..., :size, w - size :],
+        x[..., h - size :, :size],
+        x[..., h - size :, w - size :],
+        c,
+    ]
     views += [v.flip(-1) for v in views]
     return torch.stack(views, dim=1)
 
 
-def forward_tta(model: torch.nn.Module, images: torch.Tensor, meta: ModelMeta, mode: str = "center") -> torch.Tensor:
+def forward_tta(
+    model: torch.nn.Module, images: torch.Tensor, meta: ModelMeta, mode: str = "center"
+) -> torch.Tensor:
     """Logits averaged over the test-time crops; ``images`` uint8 or [0,255] float (B, [1,] 48, 48)."""
     x = normalize(images, meta)
     crops = tta_crops(x, meta.input_size, mode)

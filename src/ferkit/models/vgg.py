@@ -1,4 +1,5 @@
 """The VGGNet of Khaireddin & Chen (arXiv 2105.03588) and compact variants of the same shape."""
+
 from __future__ import annotations
 
 import torch
@@ -15,8 +16,15 @@ class VGGNet(nn.Module):
     ``fc`` the hidden size of the two fully connected layers (4096 in the paper).
     """
 
-    def __init__(self, width: int = 64, fc: int = 4096, dropout: float = 0.2, input_size: int = 40,
-                 in_chans: int = 1, num_classes: int = NUM_CLASSES) -> None:
+    def __init__(
+        self,
+        width: int = 64,
+        fc: int = 4096,
+        dropout: float = 0.2,
+        input_size: int = 40,
+        in_chans: int = 1,
+        num_classes: int = NUM_CLASSES,
+    ) -> None:
         super().__init__()
         chans = [width, width * 2, width * 4, width * 8]
         layers: list[nn.Module] = []
@@ -30,8 +38,12 @@ class VGGNet(nn.Module):
         side = input_size // 16
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(chans[-1] * side * side, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(chans[-1] * side * side, fc),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(fc, fc),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
             nn.Linear(fc, num_classes),
         )
 

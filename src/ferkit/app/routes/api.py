@@ -1,4 +1,5 @@
 """``POST /api/predict`` and ``GET /api/health``."""
+
 from __future__ import annotations
 
 import logging
@@ -18,8 +19,19 @@ router = APIRouter(prefix="/api", tags=["api"])
 log = logging.getLogger("ferkit.app")
 
 # Leading bytes of the formats the decoder reads; anything else is "not an image" (415).
-_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
-               b"P2", b"P5", b"P3", b"P6")
+_SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"P2",
+    b"P5",
+    b"P3",
+    b"P6",
+)
 
 
 def looks_like_image(data: bytes) -> bool:
@@ -34,11 +46,18 @@ def check_upload(data: bytes, content_type: str | None, limit: int) -> None:
         raise HTTPException(400, "the upload is empty")
     if not looks_like_image(data):
         kind = f" ({content_type})" if content_type else ""
-        raise HTTPException(415, f"not an image{kind}: upload a PNG, JPEG, GIF, BMP, TIFF, WebP or PGM/PPM file")
+        raise HTTPException(
+            415, f"not an image{kind}: upload a PNG, JPEG, GIF, BMP, TIFF, WebP or PGM/PPM file"
+        )
 
 
-def analyze_bytes(analyzer: FaceAnalyzer, data: bytes, name: str, smoother: Any = None,
-                  max_side: int | None = MAX_DECODE_SIDE) -> dict[str, Any]:
+def analyze_bytes(
+    analyzer: FaceAnalyzer,
+    data: bytes,
+    name: str,
+    smoother: Any = None,
+    max_side: int | None = MAX_DECODE_SIDE,
+) -> dict[str, Any]:
     """Decode (InputError for corrupt images and decompression bombs; large ones reduced to ``max_side``),
     detect, classify, optionally smooth. Boxes, width and height are in the full-size image's pixels."""
     t0 = time.perf_counter()
@@ -49,13 +68,19 @@ def analyze_bytes(analyzer: FaceAnalyzer, data: bytes, name: str, smoother: Any 
     classes = analyzer.classes
     for note in loaded.notes:
         log.warning("%s", note)
-    return {"faces": [f.to_dict(classes) for f in faces], "width": loaded.size[0], "height": loaded.size[1],
-            "model": str(getattr(analyzer.recognizer, "name", "model")), "warnings": loaded.notes,
-            "ms": round((time.perf_counter() - t0) * 1e3, 2)}
+    return {
+        "faces": [f.to_dict(classes) for f in faces],
+        "width": loaded.size[0],
+        "height": loaded.size[1],
+        "model": str(getattr(analyzer.recognizer, "name", "model")),
+        "warnings": loaded.notes,
+        "ms": round((time.perf_counter() - t0) * 1e3, 2),
+    }
 
 
-async def analyze_gated(conn: HTTPConnection, analyzer: FaceAnalyzer, data: bytes, name: str,
-                        smoother: Any = None) -> dict[str, Any]:
+async def analyze_gated(
+    conn: HTTPConnection, analyzer: FaceAnalyzer, data: bytes, name: str, smoother: Any = None
+) -> dict[str, Any]:
     """``analyze_bytes`` in a worker thread, through the app's AnalysisGate (ServerBusy when it is full)."""
     state = conn.app.state
     settings = state.settings
@@ -64,11 +89,23 @@ async def analyze_gated(conn: HTTPConnection, analyzer: FaceAnalyzer, data: byte
         return await run_in_threadpool(analyze_bytes, analyzer, data, name, smoother, side or MAX_DECODE_SIDE)
 
 
-@router.post("/predict", response_model=PredictOut, summary="Faces and expressions in an uploaded image",
-             responses={400: {"model": ErrorOut}, 413: {"model": ErrorOut}, 415: {"model": ErrorOut},
-                        503: {"model": ErrorOut}})
-async def predict(request: Request, file: Annotated[UploadFile, File(description="an image file")],
-                  recognizer: Recognizer, settings: AppSettings) -> dict[str, Any]:
+@router.post(
+    "/predict",
+    response_model=PredictOut,
+    summary="Faces and expressions in an uploaded image",
+    responses={
+        400: {"model": ErrorOut},
+        413: {"model": ErrorOut},
+        415: {"model": ErrorOut},
+        503: {"model": ErrorOut},
+    },
+)
+async def predict(
+    request: Request,
+    file: Annotated[UploadFile, File(description="an image file")],
+    recognizer: Recognizer,
+    settings: AppSettings,
+) -> dict[str, Any]:
     data = await file.read()
     check_upload(data, file.content_type, settings.max_upload_bytes)
     analyzer = analyzer_for(request, recognizer)
@@ -89,6 +126,12 @@ def _display_name(filename: str | None) -> str:
 def health(request: Request, recognizer: Recognizer, settings: AppSettings) -> dict[str, Any]:
     from ferkit.app.routes.live import live_available
 
-    return {"status": "ok", "model": str(getattr(recognizer, "name", "model")), "classes": list(recognizer.classes),
-            "detector": request.app.state.detector.name, "margin": settings.margin,
-            "max_upload_mb": settings.max_upload_mb, "live": live_available()}
+    return {
+        "status": "ok",
+        "model": str(getattr(recognizer, "name", "model")),
+        "classes": list(recognizer.classes),
+        "detector": request.app.state.detector.name,
+        "margin": settings.margin,
+        "max_upload_mb": settings.max_upload_mb,
+        "live": live_available(),
+    }

@@ -3,6 +3,7 @@
 Each connection has its own tracker, so the probabilities of each face are averaged over time. A bad frame
 gets ``{"error": ...}`` and the connection stays open.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -38,15 +39,20 @@ def origin_allowed(headers: Mapping[str, str], allowed: Sequence[str] = ()) -> b
         parts = urlsplit(origin)
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc) and \
-        parts.netloc.lower() == headers.get("host", "").lower()
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.netloc)
+        and parts.netloc.lower() == headers.get("host", "").lower()
+    )
 
 
 @router.websocket("/live")
 async def live(websocket: WebSocket, recognizer: Recognizer, settings: AppSettings) -> None:
     if not origin_allowed(websocket.headers, settings.allow_origins):
-        log.warning("live socket refused: origin %r is not this server (see --allow-origin)",
-                    websocket.headers.get("origin"))
+        log.warning(
+            "live socket refused: origin %r is not this server (see --allow-origin)",
+            websocket.headers.get("origin"),
+        )
         await websocket.close(code=1008)  # before accept: the handshake gets 403
         return
     await websocket.accept()
