@@ -18,7 +18,8 @@ class _Recorder:
     file-size limit as another type (``torch.save``: RuntimeError); the disk's reason is the clear one."""
 
     def __init__(self, f: Any) -> None:
-        self._f, self.error = f, None
+        self._f = f
+        self.error: OSError | None = None
 
     def write(self, data: Any) -> Any:
         try:

@@ -136,7 +136,7 @@ def _offline_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     def docs() -> Any:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
+            openapi_url=app.openapi_url or "/openapi.json",
             title="ferkit API",
             swagger_js_url="/static-docs/swagger-ui-bundle.js",
             swagger_css_url="/static-docs/swagger-ui.css",

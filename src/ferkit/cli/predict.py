@@ -143,8 +143,9 @@ def collect_inputs(paths: list[str]) -> list[tuple[Path, Path, str]]:
         p = Path(s)
         if p.is_dir():
             for f in sorted(q for q in p.rglob("*") if q.is_file()):
-                if kind(f):
-                    out.append((f, p, kind(f)))
+                k = kind(f)
+                if k:
+                    out.append((f, p, k))
         elif p.is_file():
             out.append((p, p.parent, kind(p) or "image"))  # named explicitly: try it as an image
         elif p.exists():
@@ -310,7 +311,7 @@ def _predict_video(path: Path, root: Path, analyzer, writer, args, tqdm) -> None
                 if due:
                     faces = smoother.update(analyzer.analyze(frame))
                     writer.write(str(path), faces, frame=i, time=t)
-                if out is not None:
+                if out is not None and frame is not None:  # all_frames: every frame is given
                     if (frame.shape[1], frame.shape[0]) != (reader.info.width, reader.info.height):
                         raise InputError(f"{path}: frame size changes mid-video")
                     out.write(draw_faces(frame, faces, analyzer.classes))

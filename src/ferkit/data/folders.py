@@ -149,7 +149,8 @@ def read_faces(
     threads = threads or min(4, os.cpu_count() or 1)
     chunk = max(64, min(1024, len(paths) // (threads * 4) + 1))
     parts = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    images, ok = [], []
+    images: list[np.ndarray] = []
+    ok: list[bool] = []
     with ThreadPoolExecutor(threads) as ex:
         for imgs, errors in ex.map(_read_chunk, parts):
             bad = [e for e in errors if e is not None]

@@ -114,7 +114,7 @@ class HaarDetector:
     ) -> None:
         import cv2
 
-        path = Path(cascade) if cascade else Path(cv2.data.haarcascades) / HAAR_CASCADE
+        path = Path(cascade) if cascade else Path(cv2.data.haarcascades)  # type: ignore[attr-defined]  # not in the stubs / HAAR_CASCADE
         if not path.is_file():
             raise ModelError(f"Haar cascade file not found: {path}")
         self._cascade = cv2.CascadeClassifier(str(path))
@@ -260,9 +260,16 @@ class Face:
     track: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def classified(self) -> np.ndarray:
+        """The probabilities; ValueError if the face has not been classified yet."""
+        if self.probs is None:
+            raise ValueError("this face has not been classified yet")
+        return self.probs
+
     def label_score(self, classes: Sequence[str]) -> tuple[str, float]:
-        i = int(np.argmax(self.probs))
-        return classes[i], float(self.probs[i])
+        probs = self.classified()
+        i = int(np.argmax(probs))
+        return classes[i], float(probs[i])
 
     def to_dict(self, classes: Sequence[str]) -> dict[str, Any]:
         label, score = self.label_score(classes)
@@ -271,7 +278,7 @@ class Face:
             "crop_box": self.crop_box.to_list(),
             "label": label,
             "score": round(score, 6),
-            "probs": {c: round(float(p), 6) for c, p in zip(classes, self.probs)},
+            "probs": {c: round(float(p), 6) for c, p in zip(classes, self.classified())},
         }
         if self.track is not None:
             d["track"] = self.track

@@ -85,7 +85,7 @@ class VideoWriter:
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+        fourcc = cv2.VideoWriter.fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
         self._w = cv2.VideoWriter(str(self.path), fourcc, float(fps), (int(size[0]), int(size[1])))
         if not self._w.isOpened():
             raise InputError(f"cannot write video {self.path} (no encoder for {self.path.suffix})")
