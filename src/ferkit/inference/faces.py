@@ -114,7 +114,7 @@ class HaarDetector:
     ) -> None:
         import cv2
 
-        path = Path(cascade) if cascade else Path(cv2.data.haarcascades)  # type: ignore[attr-defined]  # not in the stubs / HAAR_CASCADE
+        path = Path(cascade) if cascade else Path(cv2.data.haarcascades) / HAAR_CASCADE  # type: ignore[attr-defined]
         if not path.is_file():
             raise ModelError(f"Haar cascade file not found: {path}")
         self._cascade = cv2.CascadeClassifier(str(path))
