@@ -1,4 +1,5 @@
 """Class balancing: expected training counts, untouched validation/test, the study protocol's split."""
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,9 @@ def official_dataset() -> FaceDataset:
     x, y = imbalanced()
     xv, yv = make_synthetic(5, seed=1)
     xt, yt = make_synthetic(5, seed=2)
-    splits = np.array(["Training"] * len(y) + ["PublicTest"] * len(yv) + ["PrivateTest"] * len(yt), dtype=object)
+    splits = np.array(
+        ["Training"] * len(y) + ["PublicTest"] * len(yv) + ["PrivateTest"] * len(yt), dtype=object
+    )
     return FaceDataset(np.concatenate([x, xv, xt]), np.concatenate([y, yv, yt]), splits)
 
 
@@ -115,12 +118,17 @@ def test_balanced_subset_augmentation():
     assert np.bincount(ya).tolist() == [4] * 7 and xa.dtype == np.uint8  # 4 = the smallest class
     flipped = {h for h in image_hashes(x[:, :, ::-1])}
     assert all(h in flipped for h in image_hashes(xa))  # flip-only copies are exact mirror images
-    noisy = AugmentConfig(hflip=0.0, rotation=0.0, copies=CopyAugmentConfig(hflip=0.5, rotation=15.0, noise_std=0.1,
-                                                                             noise_prob=1.0))
+    noisy = AugmentConfig(
+        hflip=0.0,
+        rotation=0.0,
+        copies=CopyAugmentConfig(hflip=0.5, rotation=15.0, noise_std=0.1, noise_prob=1.0),
+    )
     xb, _ = augment_balanced_subset(x, y, noisy, seed=0)
     xc, _ = augment_balanced_subset(x, y, noisy, seed=0)
     assert np.array_equal(xb, xc) and not np.isin(image_hashes(xb), image_hashes(x)).any()
-    data = prepare_training_data(TrainConfig(augment=AugmentConfig(subset="balanced"), seed=0), official_dataset())
+    data = prepare_training_data(
+        TrainConfig(augment=AugmentConfig(subset="balanced"), seed=0), official_dataset()
+    )
     assert data.notes["augmented_copies"] == 28 and len(data.train_labels) == sum(COUNTS) + 28
 
 

@@ -1,15 +1,17 @@
 """Knowledge distillation: the loss, teacher targets (checkpoint and ensemble) and the loop's use of them."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from test_training import tiny_cfg, tiny_data
+from training_helpers import tiny_cfg, tiny_data
 
 from ferkit.config import AugmentConfig
 from ferkit.errors import ConfigError
 from ferkit.models.checkpoint import load_checkpoint, model_from_checkpoint, save_torch
 from ferkit.models.ensemble import build_ensemble, save_ensemble
+from ferkit.models.integrity import CHECKSUM_KEY, weights_checksum
 from ferkit.training.data import TrainingData
 from ferkit.training.distill import Teacher, distillation_loss
 from ferkit.training.loop import fit
@@ -21,8 +23,10 @@ def teachers(tmp_path_factory):
     fit(tiny_cfg(root / "a", epochs=2), data=tiny_data())
     fit(tiny_cfg(root / "b", epochs=1, seed=9), data=tiny_data())
     ens = root / "ens.pt"
-    save_ensemble(build_ensemble([root / "a" / "best.pt", root / "b" / "best.pt"], weights=[3, 1],
-                                 combine="learned"), ens)  # weights count in "learned" combination
+    save_ensemble(
+        build_ensemble([root / "a" / "best.pt", root / "b" / "best.pt"], weights=[3, 1], combine="learned"),
+        ens,
+    )  # weights count in "learned" combination
     return root / "a" / "best.pt", root / "b" / "best.pt", ens
 
 
@@ -59,11 +63,14 @@ def _weights(path):
     return load_checkpoint(path)["model"]
 
 
+@pytest.mark.slow
 def test_alpha_one_ignores_the_labels_and_alpha_zero_ignores_the_teacher(teachers, tmp_path):
     a, _, _ = teachers
     data = tiny_data()
     rng = np.random.default_rng(0)
-    shuffled = TrainingData(data.train_images, rng.permutation(data.train_labels), data.val_images, data.val_labels)
+    shuffled = TrainingData(
+        data.train_images, rng.permutation(data.train_labels), data.val_images, data.val_labels
+    )
     fit(tiny_cfg(tmp_path / "kd", teacher=str(a), distill_alpha=1.0), data=data)
     fit(tiny_cfg(tmp_path / "kd_shuffled", teacher=str(a), distill_alpha=1.0), data=shuffled)
     for k, v in _weights(tmp_path / "kd" / "last.pt").items():
@@ -78,25 +85,44 @@ def test_alpha_one_ignores_the_labels_and_alpha_zero_ignores_the_teacher(teacher
     assert any(not torch.allclose(v, kd[k]) for k, v in plain.items() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_a_student_fits_its_teacher(teachers, tmp_path):
     a, _, _ = teachers
     # A confident teacher: the tiny trained model with its output layer scaled up.
     ck = load_checkpoint(a)
     last = [k for k in ck["model"] if k.endswith("weight")][-1]
     ck["model"][last] = ck["model"][last] * 20
+    ck[CHECKSUM_KEY] = weights_checksum(ck["model"])  # new weights, so a new checksum
     save_torch(ck, tmp_path / "teacher.pt")
     data = tiny_data()
-    noise = TrainingData(data.train_images, np.random.default_rng(1).permutation(data.train_labels),
-                         data.val_images, data.val_labels)
+    noise = TrainingData(
+        data.train_images,
+        np.random.default_rng(1).permutation(data.train_labels),
+        data.val_images,
+        data.val_labels,
+    )
     # Trained only on the teacher's outputs (the labels are shuffled noise), the student moves towards it.
-    h = fit(tiny_cfg(tmp_path / "kd", teacher=str(tmp_path / "teacher.pt"), distill_alpha=1.0,
-                     distill_temperature=1.0, epochs=6), data=noise)["history"]
+    h = fit(
+        tiny_cfg(
+            tmp_path / "kd",
+            teacher=str(tmp_path / "teacher.pt"),
+            distill_alpha=1.0,
+            distill_temperature=1.0,
+            epochs=6,
+        ),
+        data=noise,
+    )["history"]
     assert h[-1]["train_loss"] < 0.8 * h[0]["train_loss"]
 
 
-@pytest.mark.parametrize("kw, match", [({"distill_alpha": 1.5}, "distill_alpha"),
-                                       ({"distill_temperature": 0.0}, "distill_temperature"),
-                                       ({"teacher": "missing.pt"}, "teacher not found")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"distill_alpha": 1.5}, "distill_alpha"),
+        ({"distill_temperature": 0.0}, "distill_temperature"),
+        ({"teacher": "missing.pt"}, "teacher not found"),
+    ],
+)
 def test_bad_distillation_settings_are_config_errors(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
         fit(tiny_cfg(tmp_path / "run", **kw), data=tiny_data())

@@ -1,27 +1,49 @@
 """Experiment runner: a tiny grid end to end, resume without recomputation, the table, auxiliary data."""
+
 from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 from conftest import make_synthetic, write_fer_csv
 
+from ferkit.cli import main
+from ferkit.config import TrainConfig
+from ferkit.data.load import load_dataset
 from ferkit.errors import ConfigError
 from ferkit.experiments import load_grid, run_grid
+from ferkit.training.data import prepare_training_data
 
 TINY = ["model=vgg_fer_w16", "epochs=1", "batch_size=16", "progress=false", "threads=1"]
 
 
 def test_shipped_grid_has_the_study_rows():
     g = load_grid("study")
-    assert [r.id for r in g.rows] == ["baseline", "tuned", "ros", "smote", "smote_tomek", "aug_flip", "aug_flip_rot",
-                                      "aug_flip_rot_noise", "aux_25", "aux_50", "aux_90"]
+    assert [r.id for r in g.rows] == [
+        "baseline",
+        "tuned",
+        "ros",
+        "smote",
+        "smote_tomek",
+        "aug_flip",
+        "aug_flip_rot",
+        "aug_flip_rot_noise",
+        "aux_25",
+        "aux_50",
+        "aux_90",
+    ]
     assert {r.id for r in g.rows if r.study} == {"ros", "smote", "smote_tomek"}
     assert all(r.finetune == "tuned" for r in g.rows[2:])
     cfg = g.cell_config(g.row("smote"), "study", "cpu", data="d", out="o", finetune_from="t/best.pt")
-    assert (cfg.model, cfg.balance, cfg.protocol, cfg.optimizer, cfg.epochs) == ("vgg_fer_w32", "smote", "study",
-                                                                                 "adam", 1)
+    assert (cfg.model, cfg.balance, cfg.protocol, cfg.optimizer, cfg.epochs) == (
+        "vgg_fer_w32",
+        "smote",
+        "study",
+        "adam",
+        1,
+    )
     assert g.cell_config(g.row("baseline"), "official", "cpu", data="d", out="o").epochs == 5
     assert g.budget("cpu").evaluate == {"tta": "center"} and g.evaluate["tta"] == "ten_crop"
     full = g.cell_config(g.row("aug_flip_rot"), "official", "full", data="d", out="o")
@@ -32,20 +54,23 @@ def test_shipped_grid_has_the_study_rows():
 def imbalanced_csv(path):
     """A FER2013-style CSV whose Training split is imbalanced (so that resampling copies images)."""
     rows = ["emotion,pixels,Usage"]
-    for usage, counts, seed in [("Training", [12, 3, 12, 24, 12, 12, 12], 0), ("PublicTest", [3] * 7, 1),
-                                ("PrivateTest", [3] * 7, 2)]:
+    for usage, counts, seed in [
+        ("Training", [12, 3, 12, 24, 12, 12, 12], 0),
+        ("PublicTest", [3] * 7, 1),
+        ("PrivateTest", [3] * 7, 2),
+    ]:
         x, y = make_synthetic(counts=counts, seed=seed)
         rows += [f"{label},{' '.join(map(str, img.reshape(-1)))},{usage}" for img, label in zip(x, y)]
     path.write_text("\n".join(rows) + "\n")
     return path
 
 
+@pytest.mark.slow
 def test_tiny_grid_end_to_end_then_resume(tmp_path, capsys):
     csv = imbalanced_csv(tmp_path / "fer.csv")
     out = tmp_path / "results"
     logs: list[str] = []
-    table = run_grid("study", csv, out, budget="cpu", only=["ros", "aux_25"], overrides=TINY,
-                     log=logs.append)
+    table = run_grid("study", csv, out, budget="cpu", only=["ros", "aux_25"], overrides=TINY, log=logs.append)
     text = "\n".join(logs)
     assert "also running tuned" in text and "aux_25: skipped (needs auxiliary data" in text
     assert [r["id"] for r in table["rows"]] == ["tuned", "ros"]
@@ -54,7 +79,10 @@ def test_tiny_grid_end_to_end_then_resume(tmp_path, capsys):
     assert ros["study"]["leakage"]["exact"] > 0  # ROS before the split: test images copied into training
     assert ros["official"]["leakage"]["exact"] == 0
     cell = json.loads((out / "ros" / "official" / "metrics.json").read_text())
-    assert cell["config"]["finetune_from"].endswith("tuned/official/best.pt") and cell["evaluated_on"] == "PrivateTest"
+    assert (
+        cell["config"]["finetune_from"].endswith("tuned/official/best.pt")
+        and cell["evaluated_on"] == "PrivateTest"
+    )
     assert cell["tta"] == "center"  # the cpu budget's evaluation
     assert 0 <= cell["metrics"]["top1"] <= cell["metrics"]["top2"] <= cell["metrics"]["top3"] <= 1
     md = (out / "results.md").read_text()
@@ -70,21 +98,12 @@ def test_tiny_grid_end_to_end_then_resume(tmp_path, capsys):
     with pytest.raises(ConfigError, match="different run"):
         run_grid("study", csv, out, budget="full", overrides=TINY, log=logs.append)
 
-    from ferkit.cli import main
-
     capsys.readouterr()
     assert main(["experiment", "table", str(out)]) == 0
     assert "LEAKY" in capsys.readouterr().out
 
 
 def test_auxiliary_affectnet_is_mixed_into_training_only(tmp_path):
-    pytest.importorskip("ferkit.data.affectnet")
-    import cv2
-
-    from ferkit.config import TrainConfig
-    from ferkit.data.load import load_dataset
-    from ferkit.training.data import prepare_training_data
-
     root = tmp_path / "affectnet"
     rng = np.random.default_rng(0)
     for name in ["anger", "contempt", "happy", "surprise"]:  # Kaggle AffectNet names, 96x96 colour

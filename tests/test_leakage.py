@@ -1,7 +1,9 @@
 """Leakage audit: planted exact and near copies are found; a clean split has none."""
+
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import make_synthetic
 
 from ferkit.data.leakage import audit_leakage, closest_pair_distance, format_leakage, nearest_distances
@@ -15,7 +17,9 @@ def test_nearest_distances_match_brute_force_across_chunks():
     full = np.linalg.norm(a.reshape(11, 1, -1).astype(float) - b.reshape(1, 13, -1).astype(float), axis=2)
     assert np.array_equal(i, full.argmin(1)) and np.allclose(d, full.min(1))
     d_self, i_self = nearest_distances(a, a, exclude_self=True, chunk_q=4, chunk_p=3)
-    full_self = np.linalg.norm(a.reshape(11, 1, -1).astype(float) - a.reshape(1, 11, -1).astype(float), axis=2)
+    full_self = np.linalg.norm(
+        a.reshape(11, 1, -1).astype(float) - a.reshape(1, 11, -1).astype(float), axis=2
+    )
     np.fill_diagonal(full_self, np.inf)
     assert np.array_equal(i_self, full_self.argmin(1)) and np.allclose(d_self, full_self.min(1))
 
@@ -56,6 +60,7 @@ def test_closest_pair_ignores_pixel_identical_copies():
     assert closest_pair_distance(with_copy) == closest_pair_distance(x) > 0
 
 
+@pytest.mark.slow
 def test_real_fer2013_study_split_leaks_and_official_does_not_as_much(shared_data):
     from ferkit.data.load import load_dataset
     from ferkit.data.study_protocol import study_splits

@@ -19,6 +19,7 @@ from ferkit.evaluation.scorers import load_scorer
 from ferkit.inference.export import export_onnx, probe_images, read_metadata, set_metadata
 from ferkit.models import ModelMeta, create_model
 from ferkit.models.checkpoint import load_checkpoint, save_torch
+from ferkit.models.integrity import CHECKSUM_KEY, weights_checksum
 from ferkit.training.checkpoint import make_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -38,6 +39,7 @@ def edited(good, tmp_path, name, meta=None, weights=None):
     ck["meta"].update(meta or {})
     if weights is not None:
         weights(ck["model"])
+        ck[CHECKSUM_KEY] = weights_checksum(ck["model"])  # well-formed file, bad values
     path = tmp_path / name
     save_torch(ck, path)
     return path

@@ -1,35 +1,24 @@
 """Training loop: loss goes down, checkpoints are complete and safe, resume is exact, DDP runs on CPU."""
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import free_port, make_synthetic, write_fer_csv
+from training_helpers import run_cli, tiny_cfg, tiny_data
 
-from ferkit.config import AugmentConfig, TrainConfig
+from ferkit.config import TrainConfig
+from ferkit.data.dataset import FaceDataset
 from ferkit.errors import ConfigError
 from ferkit.models.checkpoint import load_checkpoint, model_from_checkpoint
-from ferkit.training.data import TrainingData
+from ferkit.training.data import TrainingData, inverse_frequency, prepare_training_data
 from ferkit.training.loop import fit
-
-
-def tiny_data() -> TrainingData:
-    x, y = make_synthetic(28, seed=0)  # ~200 images
-    xv, yv = make_synthetic(6, seed=1)
-    return TrainingData(x, y, xv, yv)
-
-
-def tiny_cfg(out: Path, **kw) -> TrainConfig:
-    base = {"model": "vgg_fer_w16", "epochs": 2, "batch_size": 32, "lr": 0.01, "out": str(out), "progress": False,
-            "seed": 3, "augment": AugmentConfig(translate=0.05, erasing=0.1)}
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def test_two_epochs_lower_the_loss_and_write_checkpoints(tmp_path):
@@ -80,12 +69,12 @@ def test_resume_refuses_changed_settings_but_accepts_more_epochs(tmp_path):
 
 @pytest.mark.parametrize("override", [{"val_split": "PrivateTest"}, {"train_split": "PrivateTest"}])
 def test_privatetest_is_never_used_for_training_or_selection(override):
-    from ferkit.data.dataset import FaceDataset
-    from ferkit.training.data import prepare_training_data
-
     x, y = make_synthetic(2)
-    ds = FaceDataset(np.concatenate([x, x, x]), np.concatenate([y, y, y]),
-                     np.array(["Training"] * len(y) + ["PublicTest"] * len(y) + ["PrivateTest"] * len(y), dtype=object))
+    ds = FaceDataset(
+        np.concatenate([x, x, x]),
+        np.concatenate([y, y, y]),
+        np.array(["Training"] * len(y) + ["PublicTest"] * len(y) + ["PrivateTest"] * len(y), dtype=object),
+    )
     with pytest.raises(ConfigError, match="PrivateTest"):
         prepare_training_data(TrainConfig(**override), ds)
 
@@ -98,7 +87,9 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
 
 def test_early_stopping_stops(tmp_path):
     # lr 0 -> validation never improves after epoch 1 -> stops after `early_stopping` more epochs.
-    s = fit(tiny_cfg(tmp_path / "run", epochs=20, lr=0.0, early_stopping=2, scheduler="none"), data=tiny_data())
+    s = fit(
+        tiny_cfg(tmp_path / "run", epochs=20, lr=0.0, early_stopping=2, scheduler="none"), data=tiny_data()
+    )
     assert s["stopped_early"] and s["epochs_run"] == 3
 
 
@@ -106,48 +97,80 @@ def test_early_stopping_stops(tmp_path):
 def test_balancing_without_synthetic_images(tmp_path, balance):
     x, y = make_synthetic(counts=[30, 4, 30, 60, 30, 30, 30], seed=0)
     xv, yv = make_synthetic(5, seed=1)
-    from ferkit.training.data import inverse_frequency
-
     w = inverse_frequency(y)
     assert w[1] > w[3] and w.argmax() == 1
-    data = TrainingData(x, y, xv, yv, class_weights=w if balance == "class_weight" else None,
-                        sample_weights=w[y].astype(np.float64) if balance == "sampler" else None)
+    data = TrainingData(
+        x,
+        y,
+        xv,
+        yv,
+        class_weights=w if balance == "class_weight" else None,
+        sample_weights=w[y].astype(np.float64) if balance == "sampler" else None,
+    )
     s = fit(tiny_cfg(tmp_path / "run", epochs=1), data=data)
     assert s["epochs_run"] == 1
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "FERKIT_CACHE_DIR": str(cwd / "cache")}
-    return subprocess.run([sys.executable, "-m", "ferkit.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
-
-
+@pytest.mark.slow
 def test_cli_train_then_resume_from_csv(tmp_path):
     csv = write_fer_csv(tmp_path / "fer.csv", n_per_class=8)
     out = tmp_path / "run #1"  # paths are taken as they are, not parsed as YAML
-    args = ["train", "--data", str(csv), "--out", str(out), "model=vgg_fer_w16", "batch_size=16", "progress=false"]
-    r = _cli(*args, "epochs=1", cwd=tmp_path)
+    args = [
+        "train",
+        "--data",
+        str(csv),
+        "--out",
+        str(out),
+        "model=vgg_fer_w16",
+        "batch_size=16",
+        "progress=false",
+    ]
+    r = run_cli(*args, "epochs=1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (out / "last.pt").is_file()
     # --resume alone continues with the run's saved config; only the epoch count changes here
-    r = _cli("train", "--out", str(out), "--resume", "epochs=2", cwd=tmp_path)
+    r = run_cli("train", "--out", str(out), "--resume", "epochs=2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "epoch 2:" in r.stdout and "epoch 1:" not in r.stdout and "1 epochs this run" in r.stdout
-    r = _cli("train", "lr=fast", cwd=tmp_path)
+    r = run_cli("train", "lr=fast", cwd=tmp_path)
     assert r.returncode == 2 and "lr: expected a number" in r.stderr and "Traceback" not in r.stderr
-    r = _cli("train", "nosuchfield=1", cwd=tmp_path)
+    r = run_cli("train", "nosuchfield=1", cwd=tmp_path)
     assert r.returncode == 2 and "unknown config field" in r.stderr
-    r = _cli("train", "lr=[1,", cwd=tmp_path)
+    r = run_cli("train", "lr=[1,", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1  # one line, even for YAML errors
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path):
     csv = write_fer_csv(tmp_path / "fer.csv", n_per_class=8)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FERKIT_CACHE_DIR": str(tmp_path / "cache")}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-                        "-m", "ferkit.cli", "train", "--data", str(csv), "--out", str(tmp_path / "ddp"),
-                        "model=vgg_fer_w16", "batch_size=8", "epochs=2", "progress=false", "device=cpu"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={free_port()}",
+            "-m",
+            "ferkit.cli",
+            "train",
+            "--data",
+            str(csv),
+            "--out",
+            str(tmp_path / "ddp"),
+            "model=vgg_fer_w16",
+            "batch_size=8",
+            "epochs=2",
+            "progress=false",
+            "device=cpu",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("epoch 2:") == 1 and r.stdout.count("done:") == 1  # only rank 0 logs
     ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
@@ -155,6 +178,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert not any(k.startswith("module.") for k in ck["model"])  # saved unwrapped
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume(tmp_path):
     """A run killed with SIGKILL after an epoch's checkpoint resumes from it and finishes."""
     import signal
@@ -163,9 +187,26 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     csv = write_fer_csv(tmp_path / "fer.csv", n_per_class=8)
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FERKIT_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "train", "--data", str(csv), "--out", str(out),
-                             "model=vgg_fer_w16", "batch_size=8", "epochs=50", "progress=false"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ferkit.cli",
+            "train",
+            "--data",
+            str(csv),
+            "--out",
+            str(out),
+            "model=vgg_fer_w16",
+            "batch_size=8",
+            "epochs=50",
+            "progress=false",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -174,6 +215,24 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     proc.wait(timeout=30)
     done = load_checkpoint(out / "last.pt")["epoch"]  # intact: written atomically
     assert 1 <= done < 50
-    r = _cli("train", "--out", str(out), "--resume", "epochs=" + str(done + 1), cwd=tmp_path)
+    r = run_cli("train", "--out", str(out), "--resume", "epochs=" + str(done + 1), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert f"epoch {done + 1}:" in r.stdout and load_checkpoint(out / "last.pt")["epoch"] == done + 1
+
+
+def test_skip_bad_trains_past_a_corrupt_image_and_counts_it(tmp_path, capsys):
+    from conftest import write_fer_folders
+
+    from ferkit.cli import main
+
+    root = write_fer_folders(tmp_path / "faces", n_per_class=4)
+    (root / "train" / "happy" / "Training_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    args = ["train", "--data", str(root), "model=vgg_fer_w16", "batch_size=16", "epochs=1", "progress=false"]
+    assert main([*args, "--out", str(tmp_path / "strict")]) == 3  # DataError, naming the way out
+    assert "--skip-bad" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "run"), "--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 file" in out and "epoch 1:" in out
+    notes = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert sum(notes["skipped"].values()) == 1
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["skip_bad"] is True

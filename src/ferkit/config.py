@@ -1,19 +1,25 @@
 """Dataclass configs: a YAML file plus ``key=value`` overrides, type-checked, saved with each run."""
+
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from ferkit.errors import ConfigError
 
-# Test-time crops: centre 40x40, centre + mirror, or ten-crop (4 corners + centre, and their mirrors).
-TTA_MODES = ("center", "mirror", "ten_crop")
+# The choices a config field accepts; ``typing.get_args`` turns each into its tuple of names.
+Optimizer = Literal["sgd", "adam", "adamw"]
+Scheduler = Literal["plateau", "cosine", "onecycle", "none"]
+Balance = Literal["none", "ros", "smote", "smote_tomek", "smote_enn", "class_weight", "sampler"]
+Protocol = Literal["official", "study"]
+AugmentSubset = Literal["all", "balanced"]
 
 
 @dataclass
@@ -44,7 +50,7 @@ class AugmentConfig:
     crop: int = 40  # side of the random crop fed to the model
     # "balanced": also add augmented copies of a random class-balanced subset, transformed by ``copies``
     # (the study's augmentation); "all": no copies, only the per-batch augmentation above.
-    subset: str = "all"
+    subset: AugmentSubset = "all"
     copies: CopyAugmentConfig = field(default_factory=CopyAugmentConfig)
     enabled: bool = True
 
@@ -55,21 +61,21 @@ class TrainConfig:
 
     model: str = "vgg_fer_w32"
     model_args: dict[str, Any] = field(default_factory=dict)
-    data: str = "../shared/data/fer2013"
+    data: str | None = None  # FER2013 CSV or folders; required to train (--data PATH or data=PATH)
     train_split: str = "Training"
     val_split: str = "PublicTest"
     aux_data: str | None = None  # e.g. an AffectNet class-folder tree
     aux_ratio: float = 0.0  # auxiliary images per FER2013 training image (0 = none)
-    balance: str = "none"  # none|ros|smote|smote_tomek|smote_enn|class_weight|sampler
-    protocol: str = "official"  # official|study (the study's leaky resample-then-split protocol)
+    balance: Balance = "none"
+    protocol: Protocol = "official"  # "study": the study's leaky resample-then-split protocol
     epochs: int = 300
     batch_size: int = 64
-    optimizer: str = "sgd"  # sgd|adam|adamw
+    optimizer: Optimizer = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
-    scheduler: str = "plateau"  # plateau|cosine|onecycle|none
+    scheduler: Scheduler = "plateau"  # cosine and onecycle step per batch; onecycle peaks at lr
     plateau_factor: float = 0.75
     plateau_patience: int = 5
     warmup_epochs: int = 0
@@ -82,6 +88,7 @@ class TrainConfig:
     distill_alpha: float = 0.5  # weight of the distillation term (1 - alpha on the labels)
     distill_temperature: float = 4.0
     max_train_images: int = 0  # 0 = all; >0 subsamples the training split (quick runs)
+    skip_bad: bool = False  # skip (and count) unreadable images and rows instead of stopping
     seed: int = 0
     device: str = "auto"  # auto|cpu|cuda|cuda:N
     amp: bool = True  # mixed precision (bf16) when on GPU
@@ -90,22 +97,57 @@ class TrainConfig:
     progress: bool = True
 
 
+def _nearest(word: str, options: Any) -> str | None:
+    """The option closest to a misspelt ``word`` (difflib), or None when nothing is close."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> Any:
+    if value in choices and isinstance(value, str):
+        return value
+    near = _nearest(value, choices) if isinstance(value, str) else None
+    hint = f" (did you mean {near}?)" if near else ""
+    raise ConfigError(f"{name}: {value!r} is not one of {'|'.join(map(str, choices))}{hint}")
+
+
+def _check_union(name: str, value: Any, args: tuple[Any, ...]) -> Any:
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for a in args:
+        if a is type(None):
+            continue
+        try:
+            return _check_type(name, value, a)
+        except ConfigError as e:
+            errors.append(str(e))
+    raise ConfigError(errors[0] if errors else f"{name}: bad value {value!r}")
+
+
+def _check_scalar(name: str, value: Any, tp: type) -> Any:
+    """bool, int, float or str: the value itself (ints may stand for floats); ConfigError otherwise."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is int and is_number and (isinstance(value, int) or float(value).is_integer()):
+        return int(value)
+    if tp is float and is_number:
+        return float(value)
+    if tp is str and isinstance(value, str):
+        return value
+    expected = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}[tp]
+    raise ConfigError(f"{name}: expected {expected}, got {value!r}")
+
+
 def _check_type(name: str, value: Any, tp: Any) -> Any:
     """Coerce ``value`` to the annotated type ``tp`` or raise ConfigError."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _check_type(name, value, a)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{name}: bad value {value!r}")
+        return _check_union(name, value, args)
+    if origin is Literal:
+        return _check_choice(name, value, args)
     if tp is Any:
         return value
     if origin is tuple:
@@ -116,25 +158,9 @@ def _check_type(name: str, value: Any, tp: Any) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{name}: expected a mapping, got {value!r}")
         return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{name}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{name}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{name}: expected a string, got {value!r}")
-    if dataclasses.is_dataclass(tp):
+    if tp in (bool, int, float, str):
+        return _check_scalar(name, value, tp)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
@@ -143,16 +169,45 @@ def _check_type(name: str, value: Any, tp: Any) -> Any:
     return value
 
 
+def _unknown_fields(unknown: list[str], names: set[str], prefix: str) -> ConfigError:
+    parts = []
+    for u in unknown:
+        near = _nearest(u, names)
+        parts.append(f"{prefix}{u}" + (f" (did you mean {prefix}{near}?)" if near else ""))
+    known = "" if all(_nearest(u, names) for u in unknown) else f" (known: {', '.join(sorted(names))})"
+    return ConfigError(f"unknown config field(s): {', '.join(parts)}{known}")
+
+
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a dict, rejecting unknown keys and wrong types."""
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys and wrong types (all in one line)."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
+    unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"unknown config field(s): {', '.join(prefix + u for u in sorted(unknown))}"
-                          f" (known: {', '.join(sorted(names))})")
-    kwargs = {k: _check_type(prefix + k, v, hints[k]) for k, v in data.items()}
+        raise _unknown_fields(unknown, names, prefix)
+    kwargs, errors = {}, []
+    for k, v in data.items():
+        try:
+            kwargs[k] = _check_type(prefix + k, v, hints[k])
+        except ConfigError as e:
+            errors.append(str(e))
+    if errors:
+        raise ConfigError("; ".join(errors))
     return cls(**kwargs)
+
+
+def check_choices(cfg: Any, prefix: str = "") -> None:
+    """ConfigError when a ``Literal`` field of a config dataclass (at any depth) holds another value.
+
+    ``from_dict`` checks this when a config loads; this catches configs built directly in Python.
+    """
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, tp = getattr(cfg, f.name), hints[f.name]
+        if typing.get_origin(tp) is Literal:
+            _check_choice(prefix + f.name, value, typing.get_args(tp))
+        elif dataclasses.is_dataclass(value):
+            check_choices(value, prefix + f.name + ".")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -219,8 +274,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                      values: dict[str, Any] | None = None) -> TrainConfig:
+def load_train_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, values: dict[str, Any] | None = None
+) -> TrainConfig:
     """Defaults <- YAML file <- ``key=value`` overrides <- ``values`` (taken as they are, not parsed)."""
     data = load_yaml(path) if path else {}
     data = apply_overrides(data, overrides or [])

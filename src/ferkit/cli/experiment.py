@@ -1,30 +1,49 @@
 """``ferkit experiment``: run a named grid of training runs and write its results table."""
+
 from __future__ import annotations
 
 import argparse
 
+from ferkit.cli.train import log_to_console
 from ferkit.runtime import TTA_MODES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "experiment", help="run the study's experiment grid (official protocol, and the study's LEAKY one)",
+        "experiment",
+        help="run the study's experiment grid (official protocol, and the study's LEAKY one)",
         description="Run a named grid of experiments (rows: baseline, tuned, +ROS, +SMOTE, +SMOTE-Tomek, "
-                    "+augmentation x3, +auxiliary data x3) and write results.md / results.json. "
-                    "Finished cells are never recomputed: rerun the same command to continue.")
+        "+augmentation x3, +auxiliary data x3) and write results.md / results.json. "
+        "Finished cells are never recomputed: rerun the same command to continue.",
+    )
     cmds = p.add_subparsers(dest="experiment_command", metavar="ACTION")
-    r = cmds.add_parser("run", help="run (or continue) a grid", description="Run the unfinished cells of a grid.")
+    r = cmds.add_parser(
+        "run", help="run (or continue) a grid", description="Run the unfinished cells of a grid."
+    )
     r.add_argument("grid", metavar="NAME", help="a shipped grid name (e.g. study) or a grid YAML file")
     r.add_argument("--data", required=True, help="FER2013 (CSV or folders) with its official splits")
     r.add_argument("--aux", help="auxiliary training data (AffectNet class folders) for the +auxiliary rows")
-    r.add_argument("--budget", default="cpu", help="cpu (compact VGG, few epochs) or full (published configs)")
+    r.add_argument(
+        "--budget", default="cpu", help="cpu (compact VGG, few epochs) or full (published configs)"
+    )
     r.add_argument("--out", required=True, help="results folder (one per grid x budget x data)")
-    r.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows (and the rows they fine-tune)")
+    r.add_argument(
+        "--only", nargs="+", metavar="ROW", help="run only these rows (and the rows they fine-tune)"
+    )
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="training-config overrides for every cell, e.g. max_train_images=2000 epochs=1")
-    r.add_argument("--tta", choices=TTA_MODES,
-                   help="test-time crops for every evaluation (default: the grid's, ten_crop)")
+    r.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="training-config overrides for every cell, e.g. max_train_images=2000 epochs=1",
+    )
+    r.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        help="test-time crops for every evaluation (default: the grid's, ten_crop)",
+    )
     r.set_defaults(func=run)
     t = cmds.add_parser("table", help="print (and rewrite) the results table of a results folder")
     t.add_argument("out", metavar="DIR")
@@ -40,8 +59,18 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.experiments.runner import run_grid
     from ferkit.experiments.table import render_markdown
 
-    table = run_grid(args.grid, args.data, args.out, budget=args.budget, aux=args.aux, only=args.only,
-                     seed=args.seed, overrides=args.overrides, tta=args.tta)
+    log_to_console()  # the grid's progress and every run's per-epoch lines
+    table = run_grid(
+        args.grid,
+        args.data,
+        args.out,
+        budget=args.budget,
+        aux=args.aux,
+        only=args.only,
+        seed=args.seed,
+        overrides=args.overrides,
+        tta=args.tta,
+    )
     print(render_markdown(table))
     return 0
 

@@ -9,9 +9,11 @@ seeded) so the effect can be measured; every run under ``protocol=study`` writes
 
 ferkit's default, the official protocol (``ferkit.training.data``), resamples the training split only.
 """
+
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,9 @@ from ferkit.data.balance import RESAMPLE_METHODS, make_sampler
 from ferkit.data.dataset import FaceDataset, stratified_subsample
 from ferkit.data.leakage import LEAKY, audit_leakage, format_leakage
 from ferkit.errors import ConfigError
+from ferkit.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 FRACTIONS = (0.8, 0.1, 0.1)
 PARTS = ("study-train", "study-val", "study-test")  # split names: never mistaken for the official ones
@@ -39,41 +44,61 @@ class StudySplit:
     resampling: dict[str, Any]
     method: str
     seed: int
-    pool_splits: np.ndarray = field(repr=False, default=None)  # official split name of each original row
+    pool_splits: np.ndarray | None = field(
+        repr=False, default=None
+    )  # official split name of each original row
 
     def leakage(self, **facts: Any) -> dict[str, Any]:
         """The leakage audit of this split (labelled LEAKY), with how the test set was made."""
         o = self.origin["study-test"]
         real = o >= 0
-        from_training = int((self.pool_splits[o[real]] == "Training").sum()) if self.pool_splits is not None else None
+        from_training = (
+            int((self.pool_splits[o[real]] == "Training").sum()) if self.pool_splits is not None else None
+        )
         return audit_leakage(
-            self.train.images, self.test.images, reference=self.test.images[real], leaky=True,
-            protocol="study", method=self.method, seed=self.seed,
+            self.train.images,
+            self.test.images,
+            reference=self.test.images[real],
+            leaky=True,
+            protocol="study",
+            method=self.method,
+            seed=self.seed,
             test_synthetic=int((~real).sum()),
-            # Relevant when the model was pre-trained on the official Training split (the study's fine-tuning).
+            # Relevant when the model was pre-trained on the official Training split (the study's
+            # fine-tuning).
             test_copies_of_official_training=from_training,
-            resampling=self.resampling, **facts)
+            resampling=self.resampling,
+            **facts,
+        )
 
 
-def _part(images: np.ndarray, labels: np.ndarray, origin: np.ndarray, sources: np.ndarray,
-          name: str) -> FaceDataset:
+def _part(
+    images: np.ndarray, labels: np.ndarray, origin: np.ndarray, sources: np.ndarray, name: str
+) -> FaceDataset:
     src = np.where(origin >= 0, sources[np.maximum(origin, 0)], "synthetic (SMOTE)").astype(object)
     return FaceDataset(images, labels, np.full(len(labels), name, dtype=object), src)
 
 
-def study_splits(dataset: FaceDataset, method: str, seed: int = 0, max_images: int = 0,
-                 fractions: tuple[float, float, float] = FRACTIONS, **sampler_kw: Any) -> StudySplit:
+def study_splits(
+    dataset: FaceDataset,
+    method: str,
+    seed: int = 0,
+    max_images: int = 0,
+    fractions: tuple[float, float, float] = FRACTIONS,
+    **sampler_kw: Any,
+) -> StudySplit:
     """Pool every row of ``dataset``, resample (``method``: ros, smote, smote_tomek, smote_enn or none),
     then split stratified and seeded into train/val/test by ``fractions``. LEAKY by construction.
 
     ``max_images`` > 0: pool a seeded, stratified subsample of that many original images (quick runs).
     """
-    from sklearn.model_selection import train_test_split
-
+    from sklearn.model_selection import train_test_split  # heavy: only when the study protocol runs
 
     if method != "none" and method not in RESAMPLE_METHODS:
-        raise ConfigError(f"study protocol: resampling method {method!r} unknown; "
-                          f"use none or one of {', '.join(RESAMPLE_METHODS)}")
+        raise ConfigError(
+            f"study protocol: resampling method {method!r} unknown; "
+            f"use none or one of {', '.join(RESAMPLE_METHODS)}"
+        )
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) <= 0:
         raise ConfigError(f"study protocol: fractions must be positive and sum to 1, got {fractions}")
     rows = np.arange(len(dataset))
@@ -90,15 +115,25 @@ def study_splits(dataset: FaceDataset, method: str, seed: int = 0, max_images: i
     origin = np.where(index >= 0, rows[np.maximum(index, 0)], -1)  # -> rows of `dataset`
     all_idx = np.arange(len(res_labels))
     rest, test = train_test_split(all_idx, test_size=fractions[2], stratify=res_labels, random_state=seed)
-    train, val = train_test_split(rest, test_size=fractions[1] / (fractions[0] + fractions[1]),
-                                  stratify=res_labels[rest], random_state=seed)
+    train, val = train_test_split(
+        rest,
+        test_size=fractions[1] / (fractions[0] + fractions[1]),
+        stratify=res_labels[rest],
+        random_state=seed,
+    )
     parts = {}
     for name, idx in zip(PARTS, (np.sort(train), np.sort(val), np.sort(test))):
         parts[name] = _part(res_images[idx], res_labels[idx], origin[idx], dataset.sources, name)
-    return StudySplit(parts["study-train"], parts["study-val"], parts["study-test"],
-                      {name: origin[idx] for name, idx in zip(PARTS, (np.sort(train), np.sort(val), np.sort(test)))},
-                      {**resampling, "pooled_originals": len(rows), "fractions": list(fractions)},
-                      method, seed, np.asarray(dataset.splits, dtype=object))
+    return StudySplit(
+        parts["study-train"],
+        parts["study-val"],
+        parts["study-test"],
+        {name: origin[idx] for name, idx in zip(PARTS, (np.sort(train), np.sort(val), np.sort(test)))},
+        {**resampling, "pooled_originals": len(rows), "fractions": list(fractions)},
+        method,
+        seed,
+        np.asarray(dataset.splits, dtype=object),
+    )
 
 
 _CACHE: list[Any] = []  # one entry: (dataset, key, StudySplit) — a training run and its evaluation share it
@@ -128,8 +163,6 @@ def study_split(cfg: Any, dataset: FaceDataset) -> tuple[FaceDataset, FaceDatase
     report = split.leakage()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    from ferkit.io import atomic_write_text
-
     atomic_write_text(out / "leakage.json", json.dumps(report, indent=1))
-    print(f"study protocol ({LEAKY}): {format_leakage(report)}", flush=True)
+    log.info("study protocol (%s): %s", LEAKY, format_leakage(report))
     return split.train, split.val

@@ -7,17 +7,37 @@ from that row's best checkpoint, with its recipe), optional ``set`` (config over
 budget name to overrides for every cell (``set``), for fine-tuning cells (``finetune_set``) and for the
 evaluation (``evaluate``, e.g. centre crops instead of ten crops on a CPU).
 """
+
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from ferkit.config import TrainConfig, apply_overrides, from_dict, load_yaml
+from ferkit.config import Protocol, TrainConfig, apply_overrides, from_dict, load_yaml
 from ferkit.errors import ConfigError
+from ferkit.runtime import TTA
 
 GRIDS_DIR = Path(__file__).parent / "grids"
-PROTOCOLS = ("official", "study")
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)  # ("official", "study")
+
+
+@dataclass
+class EvaluateSettings:
+    """How cells are evaluated (a grid's or budget's ``evaluate``): the report split and test-time crops."""
+
+    split: str = "PrivateTest"
+    tta: TTA = "ten_crop"
+
+
+def check_evaluate(settings: dict[str, Any], where: str) -> dict[str, Any]:
+    """``settings`` (an ``evaluate`` mapping, possibly partial) when its keys and values are known."""
+    try:
+        from_dict(EvaluateSettings, settings, prefix="evaluate.")
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return dict(settings)
 
 
 @dataclass
@@ -85,9 +105,19 @@ class Grid:
                     stack.append(r.finetune)
         return [r for r in self.rows if r.id in wanted]
 
-    def cell_config(self, row: Row, protocol: str, budget: str, *, data: str, out: str | Path,
-                    aux: str | None = None, seed: int = 0, finetune_from: str | None = None,
-                    overrides: list[str] | None = None) -> TrainConfig:
+    def cell_config(
+        self,
+        row: Row,
+        protocol: str,
+        budget: str,
+        *,
+        data: str,
+        out: str | Path,
+        aux: str | None = None,
+        seed: int = 0,
+        finetune_from: str | None = None,
+        overrides: list[str] | None = None,
+    ) -> TrainConfig:
         """recipe <- budget.set <- (budget.finetune_set) <- row.set <- run facts <- user overrides."""
         b = self.budget(budget)
         cfg = load_yaml(self.recipe(row))
@@ -102,8 +132,6 @@ class Grid:
 
 
 def _yaml(v: Any) -> str:
-    import json
-
     return json.dumps(v)  # JSON is YAML: the override parser reads it back unchanged
 
 
@@ -133,9 +161,10 @@ def load_grid(name_or_path: str | Path) -> Grid:
         budgets = {k: from_dict(Budget, dict(v or {})) for k, v in (raw.get("budgets") or {}).items()}
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{path}: {e}") from None
-    grid = Grid(raw.get("name", path.stem), rows, budgets, dict(raw.get("evaluate") or {"split": "PrivateTest",
-                                                                                            "tta": "ten_crop"}),
-                raw.get("description", ""))
+    evaluate = check_evaluate(raw.get("evaluate") or {"split": "PrivateTest", "tta": "ten_crop"}, str(path))
+    for name, b in budgets.items():
+        check_evaluate(b.evaluate, f"{path}: budget {name}")
+    grid = Grid(raw.get("name", path.stem), rows, budgets, evaluate, raw.get("description", ""))
     ids = [r.id for r in rows]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: duplicate row ids")

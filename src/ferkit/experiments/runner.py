@@ -12,23 +12,39 @@ A cell with ``metrics.json`` is finished and never recomputed; a cell with ``las
 ``evaluate.split`` (PrivateTest) of the dataset; study cells report the study's own test part and are
 labelled LEAKY.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from ferkit.config import TrainConfig
 from ferkit.data.balance import RESAMPLE_METHODS
 from ferkit.data.dataset import FaceDataset
 from ferkit.data.leakage import LEAKY, audit_leakage, format_leakage
+from ferkit.data.load import load_dataset
+from ferkit.data.study_protocol import cached_study_splits, study_method
 from ferkit.errors import ConfigError
+from ferkit.evaluation.evaluate import evaluate_dataset
+from ferkit.evaluation.metrics import compute_metrics
+from ferkit.evaluation.scorers import load_scorer
 from ferkit.experiments.grid import Grid, Row, load_grid
+from ferkit.experiments.table import METRICS, finished_cells, write_table
 from ferkit.io import atomic_write_text
+from ferkit.runtime import check_tta, resolve_device
+from ferkit.training.data import TrainingData, prepare_training_data
+from ferkit.training.loop import fit
 
-METRICS = "metrics.json"
+__all__ = ["METRICS", "cell_dir", "finished_cells", "run_cell", "run_grid"]
+
+logger = logging.getLogger(__name__)
 KEEP = ("top1", "top2", "top3", "balanced_accuracy", "macro_f1", "n", "per_class", "confusion")
 
 
@@ -51,34 +67,38 @@ def _check_spec(out: Path, spec: dict[str, Any]) -> None:
         out.mkdir(parents=True, exist_ok=True)
         _write(out / "run.json", spec)
         return
-    diff = [k for k in ("grid", "budget", "data", "aux", "seed", "overrides", "tta") if old.get(k) != spec.get(k)]
+    diff = [
+        k for k in ("grid", "budget", "data", "aux", "seed", "overrides", "tta") if old.get(k) != spec.get(k)
+    ]
     if diff:
-        raise ConfigError(f"{out} holds results of a different run ({', '.join(f'{k}: {old.get(k)!r}' for k in diff)}"
-                          f"); choose another --out")
+        raise ConfigError(
+            f"{out} holds results of a different run ({', '.join(f'{k}: {old.get(k)!r}' for k in diff)}"
+            f"); choose another --out"
+        )
 
 
-def _train(cfg: Any, data: Any, cell: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    from ferkit.training.loop import fit
-
+def _train(cfg: TrainConfig, data: TrainingData, cell: Path, log: Callable[[str], None]) -> dict[str, Any]:
     resume = (cell / "last.pt").is_file()
-    log(f"  {'resuming' if resume else 'training'} {cfg.model} for {cfg.epochs} epochs "
-        f"({len(data.train_labels)} training images)")
+    log(
+        f"  {'resuming' if resume else 'training'} {cfg.model} for {cfg.epochs} epochs "
+        f"({len(data.train_labels)} training images)"
+    )
     summary = fit(cfg, resume=resume, data=data)
     summary = {k: v for k, v in summary.items() if k != "history"}
     _write(cell / "train.json", summary)
     return summary
 
 
-def run_cell(grid: Grid, row: Row, protocol: str, dataset: FaceDataset, cfg: Any, cell: Path,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_cell(
+    grid: Grid,
+    row: Row,
+    protocol: str,
+    dataset: FaceDataset,
+    cfg: Any,
+    cell: Path,
+    log: Callable[[str], None] = logger.info,
+) -> dict[str, Any]:
     """Train (or resume) and evaluate one cell; returns what ``metrics.json`` holds."""
-    from ferkit.data.study_protocol import cached_study_splits, study_method
-    from ferkit.evaluation.evaluate import evaluate_dataset
-    from ferkit.evaluation.metrics import compute_metrics
-    from ferkit.evaluation.scorers import load_scorer
-    from ferkit.runtime import resolve_device
-    from ferkit.training.data import prepare_training_data
-
     t0 = time.perf_counter()
     split, tta = grid.evaluate.get("split", "PrivateTest"), grid.evaluate.get("tta", "ten_crop")
     study = protocol == "study"
@@ -88,8 +108,13 @@ def run_cell(grid: Grid, row: Row, protocol: str, dataset: FaceDataset, cfg: Any
     if train_summary is None or (leakage is None and (study or resampled)):
         data = prepare_training_data(cfg, dataset)  # under the study protocol this writes leakage.json
         if not study and resampled:  # the contrast: copies of the official test split in (resampled) training
-            leakage = audit_leakage(data.train_images, dataset.split(split).images, protocol="official",
-                                    method=cfg.balance, train_counts=data.notes.get("train_counts"))
+            leakage = audit_leakage(
+                data.train_images,
+                dataset.split(split).images,
+                protocol="official",
+                method=cfg.balance,
+                train_counts=(data.notes or {}).get("train_counts"),
+            )
             _write(cell / "leakage.json", leakage)
             log(f"  {format_leakage(leakage)}")
         if train_summary is None:
@@ -108,49 +133,89 @@ def run_cell(grid: Grid, row: Row, protocol: str, dataset: FaceDataset, cfg: Any
         metrics = sets[split]
         evaluated = split
     result = {
-        "row": row.id, "name": row.name, "protocol": protocol, "label": LEAKY if study else "official",
-        "evaluated_on": evaluated, "tta": tta,
+        "row": row.id,
+        "name": row.name,
+        "protocol": protocol,
+        "label": LEAKY if study else "official",
+        "evaluated_on": evaluated,
+        "tta": tta,
         "metrics": {k: metrics[k] for k in KEEP if k in metrics},
-        "sets": {name: {k: m[k] for k in ("top1", "top2", "top3", "balanced_accuracy", "n")} for name, m in sets.items()},
-        "leakage": leakage, "train": train_summary, "data": _read(cell / "data.json"),
-        "config": _read_yaml(cell / "config.yaml"), "eval_seconds": round(time.perf_counter() - t0, 1),
+        "sets": {
+            name: {k: m[k] for k in ("top1", "top2", "top3", "balanced_accuracy", "n")}
+            for name, m in sets.items()
+        },
+        "leakage": leakage,
+        "train": train_summary,
+        "data": _read(cell / "data.json"),
+        "config": _read_yaml(cell / "config.yaml"),
+        "eval_seconds": round(time.perf_counter() - t0, 1),
     }
     _write(cell / METRICS, result)
     tag = f"[{LEAKY}] " if study else ""
-    log(f"  {tag}top-1 {metrics['top1']:.4f}  top-2 {metrics['top2']:.4f}  top-3 {metrics['top3']:.4f}  "
-        f"balanced {metrics['balanced_accuracy']:.4f} on {evaluated}")
+    log(
+        f"  {tag}top-1 {metrics['top1']:.4f}  top-2 {metrics['top2']:.4f}  top-3 {metrics['top3']:.4f}  "
+        f"balanced {metrics['balanced_accuracy']:.4f} on {evaluated}"
+    )
     if study and leakage:
         log(f"  {format_leakage(leakage)}")
     return result
 
 
 def _read_yaml(path: Path) -> Any:
-    import yaml
-
     return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
-def run_grid(grid: str | Grid, data: str | Path, out: str | Path, budget: str = "cpu", aux: str | None = None,
-             only: list[str] | None = None, seed: int = 0, overrides: list[str] | None = None,
-             tta: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+def _parent_checkpoint(grid: Grid, row: Row, out: Path) -> str | None:
+    """The finished official cell's best.pt that ``row`` fine-tunes; None for a row trained from scratch."""
+    if not row.finetune:
+        return None
+    parent = cell_dir(out, grid.row(row.finetune), "official")
+    if not (parent / METRICS).is_file():
+        raise ConfigError(f"{row.id} fine-tunes {row.finetune}, which has not finished")
+    return str(parent / "best.pt")
+
+
+def run_grid(
+    grid: str | Grid,
+    data: str | Path,
+    out: str | Path,
+    budget: str = "cpu",
+    aux: str | None = None,
+    only: list[str] | None = None,
+    seed: int = 0,
+    overrides: list[str] | None = None,
+    tta: str | None = None,
+    log: Callable[[str], None] = logger.info,
+) -> dict[str, Any]:
     """Run the cells of ``grid`` not yet finished in ``out``, then write the table; returns it.
 
     ``tta`` overrides the test-time crops (the grid's ``evaluate.tta``, or its budget's) for every cell.
     """
-    from ferkit.data.load import load_dataset
-    from ferkit.experiments.table import write_table
-
     g = load_grid(grid) if not isinstance(grid, Grid) else grid
-    g = dataclasses.replace(g, evaluate={**g.evaluate, **g.budget(budget).evaluate, **({"tta": tta} if tta else {})})
+    if tta is not None:
+        check_tta(tta)
+    g = dataclasses.replace(
+        g, evaluate={**g.evaluate, **g.budget(budget).evaluate, **({"tta": tta} if tta else {})}
+    )
     out = Path(out)
-    spec = {"grid": g.name, "budget": budget, "data": str(data), "aux": str(aux) if aux else None, "seed": seed,
-            "overrides": list(overrides or []), "tta": g.evaluate.get("tta")}
+    spec = {
+        "grid": g.name,
+        "budget": budget,
+        "data": str(data),
+        "aux": str(aux) if aux else None,
+        "seed": seed,
+        "overrides": list(overrides or []),
+        "tta": g.evaluate.get("tta"),
+    }
     _check_spec(out, spec)
     rows = g.with_dependencies(only)
     if only:
         extra = [r.id for r in rows if r.id not in only]
         if extra:
-            log(f"also running {', '.join(extra)}: {'they are' if len(extra) > 1 else 'it is'} fine-tuned from")
+            log(
+                f"also running {', '.join(extra)}: "
+                f"{'they are' if len(extra) > 1 else 'it is'} fine-tuned from"
+            )
     dataset: FaceDataset | None = None
     done = skipped = 0
     for row in rows:
@@ -164,13 +229,17 @@ def run_grid(grid: str | Grid, data: str | Path, out: str | Path, budget: str = 
                 log(f"{label}: finished earlier, not recomputed")
                 skipped += 1
                 continue
-            parent = None
-            if row.finetune:
-                parent = cell_dir(out, g.row(row.finetune), "official") / "best.pt"
-                if not (cell_dir(out, g.row(row.finetune), "official") / METRICS).is_file():
-                    raise ConfigError(f"{row.id} fine-tunes {row.finetune}, which has not finished")
-            cfg = g.cell_config(row, protocol, budget, data=str(data), out=cell, aux=aux, seed=seed,
-                                finetune_from=str(parent) if parent else None, overrides=overrides)
+            cfg = g.cell_config(
+                row,
+                protocol,
+                budget,
+                data=str(data),
+                out=cell,
+                aux=aux,
+                seed=seed,
+                finetune_from=_parent_checkpoint(g, row, out),
+                overrides=overrides,
+            )
             if dataset is None:
                 dataset = load_dataset(data)
                 log(f"data: {data}\n{dataset.describe()}")
@@ -180,9 +249,3 @@ def run_grid(grid: str | Grid, data: str | Path, out: str | Path, budget: str = 
     table = write_table(out, g)
     log(f"{done} cell(s) run, {skipped} finished earlier; table: {out / 'results.md'}")
     return table
-
-
-def finished_cells(out: str | Path) -> list[dict[str, Any]]:
-    """Every finished cell's ``metrics.json`` under ``out``."""
-    return [json.loads(p.read_text()) for p in sorted(Path(out).glob(f"*/*/{METRICS}"))]
-

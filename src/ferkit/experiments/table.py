@@ -1,4 +1,5 @@
 """The results table of a grid run: Markdown for people, JSON for scripts, from the cells' metrics.json."""
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,12 @@ from ferkit.experiments.grid import Grid, load_grid
 from ferkit.io import atomic_write_text
 
 COLUMNS = ("top1", "top2", "top3", "balanced_accuracy")
+METRICS = "metrics.json"  # a cell's result, written last: a cell that has it is finished
+
+
+def finished_cells(out: str | Path) -> list[dict[str, Any]]:
+    """Every finished cell's ``metrics.json`` under ``out``."""
+    return [json.loads(p.read_text()) for p in sorted(Path(out).glob(f"*/*/{METRICS}"))]
 
 
 def _pct(v: float | None) -> str:
@@ -27,8 +34,6 @@ def _copies(leak: dict[str, Any] | None) -> str:
 
 def collect(out: str | Path, grid: Grid | None = None) -> dict[str, Any]:
     """JSON-ready table: run facts and, per row in grid order, each protocol's metrics and leakage."""
-    from ferkit.experiments.runner import finished_cells
-
     out = Path(out)
     spec = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
     if grid is None and spec.get("grid"):
@@ -46,13 +51,22 @@ def collect(out: str | Path, grid: Grid | None = None) -> dict[str, Any]:
             continue
         row: dict[str, Any] = {"id": rid, "name": names.get(rid) or next(iter(mine.values()))["name"]}
         for proto, c in mine.items():
-            row[proto] = {"label": c["label"], "evaluated_on": c["evaluated_on"],
-                          **{k: c["metrics"].get(k) for k in COLUMNS}, "leakage": c.get("leakage"),
-                          "sets": c.get("sets"), "epochs_run": (c.get("train") or {}).get("epochs_run"),
-                          "model": (c.get("config") or {}).get("model")}
+            row[proto] = {
+                "label": c["label"],
+                "evaluated_on": c["evaluated_on"],
+                **{k: c["metrics"].get(k) for k in COLUMNS},
+                "leakage": c.get("leakage"),
+                "sets": c.get("sets"),
+                "epochs_run": (c.get("train") or {}).get("epochs_run"),
+                "model": (c.get("config") or {}).get("model"),
+            }
         rows.append(row)
-    return {"run": spec, "machine": f"{platform.node()} ({platform.machine()})",
-            "created": datetime.now(UTC).isoformat(timespec="minutes"), "rows": rows}
+    return {
+        "run": spec,
+        "machine": f"{platform.node()} ({platform.machine()})",
+        "created": datetime.now(UTC).isoformat(timespec="minutes"),
+        "rows": rows,
+    }
 
 
 def render_markdown(table: dict[str, Any]) -> str:
@@ -64,26 +78,41 @@ def render_markdown(table: dict[str, Any]) -> str:
     lines = [
         f"# Experiment `{spec.get('grid', '?')}` — budget `{spec.get('budget', '?')}`",
         "",
-        f"Data `{spec.get('data')}`" + (f", auxiliary `{spec['aux']}`" if spec.get("aux") else "")
+        f"Data `{spec.get('data')}`"
+        + (f", auxiliary `{spec['aux']}`" if spec.get("aux") else "")
         + f"; model {', '.join(models) or '?'}; seed {spec.get('seed')}"
-        + (f"; overrides `{' '.join(spec['overrides'])}`" if spec.get("overrides") else "") + ".",
+        + (f"; overrides `{' '.join(spec['overrides'])}`" if spec.get("overrides") else "")
+        + ".",
         "",
-        (f"**Official protocol** (columns 2–5): train on Training, select on PublicTest, report {split} "
-         f"(nothing tunes on it), test-time crops: {spec.get('tta', '?')}. Accuracies in %."),
+        (
+            f"**Official protocol** (columns 2–5): train on Training, select on PublicTest, report {split} "
+            f"(nothing tunes on it), test-time crops: {spec.get('tta', '?')}. Accuracies in %."
+        ),
     ]
     if has_study:
         lines += [
             "",
-            (f"**{LEAKY}** columns: the reference study's protocol — all of FER2013 pooled, resampled, *then* split "
-            "80/10/10 — scored on that protocol's own test part, which shares copies with its training part. "
-            "They show how much of the study's reported accuracy was leakage; they are not results."),
-            ("Copies = test images that are exact copies of a training image / that have a training image closer "
-            "(L2) than the closest pair within the original test set."),
+            (
+                f"**{LEAKY}** columns: the reference study's protocol — all of FER2013 pooled, "
+                "resampled, *then* split 80/10/10 — scored on that protocol's own test part, which shares "
+                "copies with its training part. They show how much of the study's reported accuracy was "
+                "leakage; they are not results."
+            ),
+            (
+                "Copies = test images that are exact copies of a training image / that have a training image "
+                "closer (L2) than the closest pair within the original test set."
+            ),
         ]
     head = ["Row", "Top-1", "Top-2", "Top-3", "Bal. acc."]
     if has_study:
-        head += [f"Copies of {split} in training", f"{LEAKY} top-1", f"{LEAKY} top-2", f"{LEAKY} top-3",
-                 f"{LEAKY} bal. acc.", f"{LEAKY} test copies in training"]
+        head += [
+            f"Copies of {split} in training",
+            f"{LEAKY} top-1",
+            f"{LEAKY} top-2",
+            f"{LEAKY} top-3",
+            f"{LEAKY} bal. acc.",
+            f"{LEAKY} test copies in training",
+        ]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         o, s = r.get("official"), r.get("study")
@@ -93,8 +122,14 @@ def render_markdown(table: dict[str, Any]) -> str:
             cells += [_pct(s.get(k)) if s else "" for k in COLUMNS]
             cells.append(_copies(s.get("leakage")) if s else "")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", (f"Machine: {table['machine']}; table written {table['created']}. Per-cell metrics, configs and "
-              "leakage audits: `<row>/<protocol>/metrics.json`, `leakage.json`; all figures: `results.json`."), ""]
+    lines += [
+        "",
+        (
+            f"Machine: {table['machine']}; table written {table['created']}. Per-cell metrics, configs and "
+            "leakage audits: `<row>/<protocol>/metrics.json`, `leakage.json`; all figures: `results.json`."
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 

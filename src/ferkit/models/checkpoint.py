@@ -17,6 +17,7 @@ import torch
 from ferkit.errors import ModelError
 from ferkit.io import atomic_write
 from ferkit.labels import NUM_CLASSES
+from ferkit.models.integrity import verify_checkpoint
 from ferkit.models.registry import ModelMeta, create_model
 
 FORMAT = "ferkit-checkpoint"
@@ -47,6 +48,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     ckpt = read_torch_dict(path)
     if ckpt.get("format") != FORMAT:
         raise ModelError(f"{path} is not a ferkit checkpoint")
+    verify_checkpoint(ckpt, path)
     return ckpt
 
 
@@ -68,8 +70,11 @@ def check_meta(meta: ModelMeta) -> None:
     """ModelError for metadata that would crash later or silently give wrong answers."""
     if not isinstance(meta.name, str) or not isinstance(meta.args, dict):
         raise ModelError("the checkpoint's model name or arguments are malformed")
-    if not (isinstance(meta.classes, list) and len(meta.classes) == NUM_CLASSES
-            and all(isinstance(c, str) for c in meta.classes)):
+    if not (
+        isinstance(meta.classes, list)
+        and len(meta.classes) == NUM_CLASSES
+        and all(isinstance(c, str) for c in meta.classes)
+    ):
         raise ModelError(f"the checkpoint must name the {NUM_CLASSES} classes, got {meta.classes!r}")
     sizes = (meta.image_size, meta.input_size)
     if not all(isinstance(v, int) and 8 <= v <= 1024 for v in sizes) or meta.input_size > meta.image_size:
@@ -79,10 +84,15 @@ def check_meta(meta: ModelMeta) -> None:
         if not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ModelError(f"the checkpoint's {name} is {v!r}, not a finite number")
     if meta.std <= 0 or meta.temperature <= 0:
-        raise ModelError(f"the checkpoint's std ({meta.std}) and temperature ({meta.temperature}) must be positive")
+        raise ModelError(
+            f"the checkpoint's std ({meta.std}) and temperature ({meta.temperature}) must be positive"
+        )
     bias = meta.logit_bias
-    if bias is not None and not (isinstance(bias, list) and len(bias) == NUM_CLASSES
-                                 and all(isinstance(b, (int, float)) and math.isfinite(b) for b in bias)):
+    if bias is not None and not (
+        isinstance(bias, list)
+        and len(bias) == NUM_CLASSES
+        and all(isinstance(b, (int, float)) and math.isfinite(b) for b in bias)
+    ):
         raise ModelError(f"the checkpoint's logit offsets must be {NUM_CLASSES} finite numbers")
 
 

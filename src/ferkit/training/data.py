@@ -3,18 +3,26 @@
 Resampling (``balance``) touches the training split only, after the split: validation and test
 images never reach training under the official protocol.
 """
+
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 
-from ferkit.config import TrainConfig
+from ferkit.config import Balance, TrainConfig, check_choices
+from ferkit.data.affectnet import load_affectnet
+from ferkit.data.balance import augment_balanced_subset, resample
 from ferkit.data.dataset import FaceDataset, stratified_subsample
+from ferkit.data.study_protocol import study_split
 from ferkit.errors import ConfigError
 from ferkit.labels import NUM_CLASSES
 
-BALANCE_METHODS = ("none", "ros", "smote", "smote_tomek", "smote_enn", "class_weight", "sampler")
+log = logging.getLogger(__name__)
+
+BALANCE_METHODS: tuple[str, ...] = get_args(Balance)
 
 
 @dataclass
@@ -35,56 +43,71 @@ def inverse_frequency(labels: np.ndarray) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def prepare_training_data(cfg: TrainConfig, dataset: FaceDataset) -> TrainingData:
-    if cfg.balance not in BALANCE_METHODS:
-        raise ConfigError(f"balance: unknown method {cfg.balance!r}; use one of {', '.join(BALANCE_METHODS)}")
-    if cfg.protocol not in ("official", "study"):
-        raise ConfigError(f"protocol: use 'official' or 'study', not {cfg.protocol!r}")
+def _check_splits(cfg: TrainConfig) -> None:
+    check_choices(cfg)
     if cfg.protocol == "official":
         # PrivateTest is the held-out report split: nothing trains, selects or schedules on it.
         if "PrivateTest" in (cfg.train_split, cfg.val_split):
-            raise ConfigError("PrivateTest is FER2013's held-out report split: train on Training and "
-                              "validate on PublicTest (report PrivateTest with `ferkit evaluate`)")
+            raise ConfigError(
+                "PrivateTest is FER2013's held-out report split: train on Training and "
+                "validate on PublicTest (report PrivateTest with `ferkit evaluate`)"
+            )
         if cfg.train_split == cfg.val_split:
             raise ConfigError(f"train_split and val_split are both {cfg.train_split!r}")
-    if cfg.augment.subset not in ("all", "balanced"):
-        raise ConfigError(f"augment.subset: use 'all' or 'balanced', not {cfg.augment.subset!r}")
+
+
+def _add_auxiliary(
+    cfg: TrainConfig, path: str, x: np.ndarray, y: np.ndarray, notes: dict
+) -> tuple[np.ndarray, np.ndarray]:
+    """``cfg.aux_ratio`` x len(y) images from ``path`` (e.g. AffectNet), seeded, added to training."""
+    aux = load_affectnet(path)
+    n_aux = min(len(aux), round(cfg.aux_ratio * len(y)))
+    idx = np.random.default_rng(cfg.seed).choice(len(aux), size=n_aux, replace=False)
+    notes["aux_images"] = int(n_aux)
+    return np.concatenate([x, aux.images[idx]]), np.concatenate([y, aux.labels[idx]])
+
+
+def skipped_note(dataset: FaceDataset) -> dict[str, int]:
+    """What the loader skipped (unreadable files, dropped classes), logged once; {} when nothing was."""
+    skipped = {k: int(v) for k, v in (dataset.skipped or {}).items() if v}
+    if skipped:
+        log.info(
+            "data: skipped %d file(s) or row(s): %s",
+            sum(skipped.values()),
+            ", ".join(f"{v} {k}" for k, v in skipped.items()),
+        )
+    return skipped
+
+
+def prepare_training_data(cfg: TrainConfig, dataset: FaceDataset) -> TrainingData:
+    """Training and validation arrays for ``cfg``; resampling and copies touch the training split only."""
+    _check_splits(cfg)
     # The study protocol pools, subsamples (max_train_images) and resamples *before* its split.
     study = cfg.protocol == "study"
     if study:
-        from ferkit.data.study_protocol import study_split  # the leaky protocol, issue 3
-
-        train, val = study_split(cfg, dataset)
+        train, val = study_split(cfg, dataset)  # the leaky protocol, issue 3
     else:
         train, val = dataset.split(cfg.train_split), dataset.split(cfg.val_split)
     notes: dict = {"protocol": cfg.protocol, "train_counts_before": train.class_counts().tolist()}
+    skipped = skipped_note(dataset)
+    if skipped:
+        notes["skipped"] = skipped
     x, y = train.images, train.labels
     if cfg.max_train_images and cfg.max_train_images < len(y) and not study:
         idx = stratified_subsample(y, cfg.max_train_images, cfg.seed)
         x, y = x[idx], y[idx]
     if cfg.augment.subset == "balanced":  # the study's augmentation: copies of a balanced subset, added
-        from ferkit.data.balance import augment_balanced_subset
-
         x_aug, y_aug = augment_balanced_subset(x, y, cfg.augment, seed=cfg.seed)
         x, y = np.concatenate([x, x_aug]), np.concatenate([y, y_aug])
         notes["augmented_copies"] = len(y_aug)
     if cfg.aux_data and cfg.aux_ratio > 0:
-        from ferkit.data.affectnet import load_affectnet
-
-        aux = load_affectnet(cfg.aux_data)
-        n_aux = min(len(aux), round(cfg.aux_ratio * len(y)))
-        idx = np.random.default_rng(cfg.seed).choice(len(aux), size=n_aux, replace=False)
-        x = np.concatenate([x, aux.images[idx]])
-        y = np.concatenate([y, aux.labels[idx]])
-        notes["aux_images"] = int(n_aux)
+        x, y = _add_auxiliary(cfg, cfg.aux_data, x, y, notes)
     class_weights = sample_weights = None
     if cfg.balance == "class_weight":
         class_weights = inverse_frequency(y)
     elif cfg.balance == "sampler":
         sample_weights = inverse_frequency(y)[y].astype(np.float64)
     elif cfg.balance != "none" and not study:
-        from ferkit.data.balance import resample
-
         x, y = resample(x, y, cfg.balance, seed=cfg.seed)
     notes["train_counts"] = np.bincount(y, minlength=NUM_CLASSES).tolist()
     return TrainingData(x, y, val.images, val.labels, class_weights, sample_weights, notes)

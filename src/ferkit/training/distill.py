@@ -10,6 +10,7 @@ of T). An ensemble teacher combines its members' softened logits by its own rule
 mean or learned weights of probabilities, or mean logits). The members' calibration temperatures and
 prior offsets are ignored: distillation uses their raw logits.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ferkit.errors import ConfigError
+from ferkit.models.ensemble import load_torch
 from ferkit.models.transforms import normalize
 
 
@@ -25,16 +27,16 @@ class Teacher:
     """A frozen model (or ensemble) that turns augmented [0,255] crops into soft targets."""
 
     def __init__(self, path: str | Path, device: torch.device, crop: int, classes: list[str]) -> None:
-        from ferkit.models.ensemble import load_torch
-
         with torch.random.fork_rng(devices=[]):  # building the members must not shift the run's RNG
             ens = load_torch(path, device=device)
         if list(ens.classes) != list(classes):
             raise ConfigError(f"teacher {path} predicts {ens.classes}, the student {classes}")
         for meta in ens.metas:
             if meta.input_size != crop:
-                raise ConfigError(f"teacher {path} expects {meta.input_size}x{meta.input_size} crops, "
-                                  f"the student is trained on {crop}x{crop} (augment.crop)")
+                raise ConfigError(
+                    f"teacher {path} expects {meta.input_size}x{meta.input_size} crops, "
+                    f"the student is trained on {crop}x{crop} (augment.crop)"
+                )
         for p in ens.parameters():
             p.requires_grad_(False)
         self.ensemble = ens
@@ -44,14 +46,18 @@ class Teacher:
     def soft_targets(self, crops: torch.Tensor, temperature: float) -> torch.Tensor:
         """(B, 1, crop, crop) float in [0, 255] -> (B, C) teacher probabilities at ``temperature``."""
         ens = self.ensemble
-        logits = torch.stack([model(normalize(crops, meta)).float() for model, meta in zip(ens.members, ens.metas)])
+        logits = torch.stack(
+            [model(normalize(crops, meta)).float() for model, meta in zip(ens.members, ens.metas)]
+        )
         return ens.combine_logits(logits / temperature)
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """T^2 * KL(teacher || student), both softened by T, averaged over the batch."""
     log_p = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    return F.kl_div(log_p, teacher_probs, reduction="batchmean") * temperature ** 2
+    return F.kl_div(log_p, teacher_probs, reduction="batchmean") * temperature**2
 
 
 def check_distill_config(teacher: str | None, alpha: float, temperature: float) -> None:
