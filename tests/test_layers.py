@@ -130,6 +130,9 @@ def test_inference_path_needs_no_extra(tmp_path):
         from ferkit.inference.faces import FaceAnalyzer
         [face] = FaceAnalyzer(Recognizer.load()).analyze(read_image("examples/astronaut.png"))
         assert face.to_dict(CLASSES)["label"] == "Happy"
+        import ferkit
+        [f] = ferkit.analyze("examples/astronaut.png")  # the bundled BlazeFace detector, no extra needed
+        assert f.label == "Happy" and len(f.keypoints) == 6, f.to_dict()
         rows = [json.loads(line) for line in open("out.jsonl")]
         print(rows[0]["label"], sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
         assert main(["models"]) == 0

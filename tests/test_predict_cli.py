@@ -98,7 +98,7 @@ def test_video_rows_tracks_every_and_annotated_video(tmp_path, capsys, ckpt):
     assert [r["frame"] for r in rows] == [0, 2, 4, 6, 8, 10]
     assert rows[1]["time"] == pytest.approx(2 / 12, abs=1e-3)
     assert {r["track"] for r in rows} == {1}  # one face, followed across frames
-    cap = cv2.VideoCapture(str(tmp_path / "ann" / "clip.mp4"))
+    cap = cv2.VideoCapture(str(tmp_path / "ann" / "clip.webm"))
     n = 0
     while cap.read()[0]:
         n += 1

@@ -8,7 +8,16 @@ __version__ = "0.1.0"
 
 from ferkit.labels import CLASSES, NUM_CLASSES
 
-__all__ = ["CLASSES", "NUM_CLASSES", "Recognizer", "__version__", "create_model", "list_models"]
+__all__ = [
+    "CLASSES",
+    "NUM_CLASSES",
+    "FaceAnalyzer",
+    "Recognizer",
+    "__version__",
+    "analyze",
+    "create_model",
+    "list_models",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +30,8 @@ def __getattr__(name: str) -> Any:
         from ferkit.inference.recognizer import Recognizer
 
         return Recognizer
+    if name in ("analyze", "FaceAnalyzer"):
+        from ferkit.inference import faces
+
+        return getattr(faces, name)
     raise AttributeError(f"module 'ferkit' has no attribute {name!r}")

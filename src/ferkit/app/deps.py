@@ -25,7 +25,11 @@ class PerThreadDetector:
     def __init__(self, factory: Callable[[], FaceDetector]) -> None:
         self._factory = factory
         self._local = threading.local()
-        self.name = getattr(factory(), "name", "detector")  # build one now: fail at start-up, not per request
+        first = factory()  # build one now: fail at start-up, not per request
+        self.name = getattr(first, "name", "detector")
+        # The detector's box-to-crop calibration (BlazeFace's differs from Haar's), for FaceAnalyzer.
+        self.crop_scale = getattr(first, "crop_scale", 1.0)
+        self.crop_shift = getattr(first, "crop_shift", 0.0)
 
     def detect(self, image: np.ndarray) -> list[Box]:
         det = getattr(self._local, "det", None)

@@ -26,7 +26,7 @@ PENDING_BYTES = 64 * 2**20
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Model and face-detection options shared by ``predict`` and ``serve``."""
-    from ferkit.inference.faces import DEFAULT_MARGIN, DETECTORS
+    from ferkit.inference.faces import DEFAULT_DETECTOR, DEFAULT_MARGIN, DETECTORS
 
     g = p.add_argument_group("model and faces")
     g.add_argument(
@@ -47,9 +47,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--detector",
-        default="haar",
+        default=DEFAULT_DETECTOR,
         choices=list(DETECTORS),
-        help="face detector: haar (built in) or yunet (needs --yunet-model)",
+        help="face detector: blazeface (bundled, with eye keypoints; default), haar (OpenCV's cascade) or "
+        "yunet (needs --yunet-model)",
     )
     g.add_argument("--yunet-model", default=None, metavar="PATH", help="YuNet ONNX file for --detector yunet")
     g.add_argument(
@@ -67,16 +68,46 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def load_analyzer(args: argparse.Namespace):
+def add_face_args(p: argparse.ArgumentParser) -> None:
+    """``predict``'s extra face options (BlazeFace network, smallest face, alignment)."""
+    g = p.add_argument_group("faces")
+    g.add_argument(
+        "--blazeface-model",
+        default="auto",
+        choices=["auto", "short", "full", "back"],
+        help="BlazeFace network: auto (full range, plus tiles for small faces in large images), short "
+        "(webcam distance), full or back (default %(default)s)",
+    )
+    g.add_argument(
+        "--min-face", type=int, default=0, metavar="PX", help="ignore faces smaller than this (pixels)"
+    )
+    g.add_argument(
+        "--no-align", action="store_true", help="do not turn faces upright by their eyes before cropping"
+    )
+
+
+def load_analyzer(args: argparse.Namespace, live: bool = False):
     """Recognizer (loaded once) + detector from the options of ``add_model_args``."""
     from ferkit import Recognizer
     from ferkit.inference.faces import FaceAnalyzer, create_detector
 
     if not 0.0 <= args.margin <= 1.0:
         raise InputError(f"--margin must be between 0 and 1, got {args.margin}")
-    detector = create_detector(args.detector, args.yunet_model, max_side=args.detect_size or None)
+    min_face, align = getattr(args, "min_face", 0), not getattr(args, "no_align", False)
+    if min_face < 0:
+        raise InputError(f"--min-face must be at least 0, got {min_face}")
+    detector = create_detector(
+        args.detector, detector_model(args), max_side=args.detect_size or None, live=live
+    )
     rec = Recognizer.load(args.model, backend=args.backend, threads=args.threads, tta=args.tta)
-    return FaceAnalyzer(rec, detector, margin=args.margin)
+    return FaceAnalyzer(rec, detector, margin=args.margin, min_face=min_face, align=align)
+
+
+def detector_model(args: argparse.Namespace) -> str | None:
+    """The model argument of ``create_detector``: YuNet's file, or BlazeFace's network."""
+    if args.detector == "yunet":
+        return args.yunet_model
+    return getattr(args, "blazeface_model", "auto") if args.detector == "blazeface" else None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", help="image files, folders or video files")
     add_model_args(p)
+    add_face_args(p)
     p.add_argument(
         "--face-crops",
         action="store_true",
@@ -95,7 +127,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--format", default="jsonl", choices=["jsonl", "csv"], help="output format")
     p.add_argument("-o", "--output", default="-", help="output file (default: standard output)")
-    p.add_argument("--annotate", default=None, metavar="DIR", help="also write annotated images/videos here")
+    p.add_argument(
+        "--annotate",
+        default=None,
+        metavar="DIR",
+        help="also write annotated images and videos (WebM/VP8, plays in browsers) here",
+    )
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: analyse every N-th frame")
     p.add_argument(
         "--smooth",
@@ -293,7 +330,7 @@ def _predict_video(path: Path, root: Path, analyzer, writer, args, tqdm) -> None
         out = None
         if args.annotate:
             out = VideoWriter(
-                _annotated_path(Path(args.annotate), path, root, ".mp4"),
+                _annotated_path(Path(args.annotate), path, root, ".webm"),  # VP8: plays in browsers
                 reader.info.fps,
                 (reader.info.width, reader.info.height),
             )

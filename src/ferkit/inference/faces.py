@@ -1,10 +1,11 @@
 """Finding faces and cropping them the way the training data frames them.
 
-A detector turns an image (RGB or gray uint8) into boxes; ``crop_faces`` cuts each box out as a square
-grayscale 48x48 face with a margin around the detector's box. The default margin was chosen by
-``benchmarks/face_margin.py`` (FER2013 faces pasted into larger scenes, detected, and the square crop
-compared with the pasted face box); see ``DEFAULT_MARGIN``. ``FaceAnalyzer`` ties a detector, the crop and a
-``Recognizer`` together and batches the crops of many images through the engine.
+A detector turns an image (RGB or gray uint8) into boxes (BlazeFace's also carry six keypoints);
+``crop_faces`` cuts each face out as a square grayscale 48x48 crop, turned upright by the eye keypoints when
+there are some. Each detector carries its own calibration (``crop_scale``, ``crop_shift``) from its box to
+a FER2013-like square, measured by ``benchmarks/face_margin.py`` (FER2013 faces pasted into larger scenes,
+detected, and the crop compared with the pasted face); ``margin`` adds to that. ``FaceAnalyzer`` ties a
+detector, the crop and a ``Recognizer`` together and batches the crops of many images through the engine.
 
 Zero faces is a normal result (an empty list); faces are always sorted left to right.
 """
@@ -19,14 +20,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from ferkit.data.images import MAX_DECODE_SIDE, to_gray
-from ferkit.errors import ConfigError, ModelError
+from ferkit.errors import ConfigError, InputError, ModelError
+from ferkit.inference.align import CropGeometry, aligned_crop, geometry
+from ferkit.labels import CLASSES
 
 # Fraction of the detector's box side added on each side of the square crop. Haar boxes frame faces almost
 # exactly as FER2013 does (pasted/detected side ratio median 1.02-1.03, best crop IoU at 0-0.025); see
 # benchmarks/face_margin.py.
 DEFAULT_MARGIN = 0.0
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
-DETECTORS = ("haar", "yunet")
+DETECTORS = ("blazeface", "haar", "yunet")
+DEFAULT_DETECTOR = "blazeface"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class Box:
     w: int
     h: int
     score: float = 1.0
+    # Landmarks in image pixels (BlazeFace: right eye, left eye, nose, mouth, right ear, left ear).
+    keypoints: tuple[tuple[float, float], ...] = ()
 
     @property
     def area(self) -> int:
@@ -68,6 +74,7 @@ class Box:
             max(1, round(self.w * sx)),
             max(1, round(self.h * sy)),
             self.score,
+            tuple((x * sx, y * sy) for x, y in self.keypoints),
         )
 
 
@@ -81,6 +88,18 @@ class FaceDetector(Protocol):
     """Anything with ``detect(image) -> list[Box]`` (boxes in the image's pixels, any order)."""
 
     def detect(self, image: np.ndarray) -> list[Box]: ...
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """RGB uint8 view or copy of a gray, RGB or RGBA image."""
+    import cv2
+
+    a = np.asarray(image)
+    if a.ndim == 2 or a.shape[2] == 1:
+        return cv2.cvtColor(a.reshape(a.shape[:2]), cv2.COLOR_GRAY2RGB)
+    if a.shape[2] == 4:
+        return cv2.cvtColor(a, cv2.COLOR_RGBA2RGB)
+    return a
 
 
 def _shrink(gray: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
@@ -199,17 +218,120 @@ class YuNetDetector:
         ]
 
 
+class BlazeFaceDetector:
+    """MediaPipe's BlazeFace on ONNX Runtime (bundled; see ``ferkit.inference.blazeface``): boxes, six
+    keypoints and a score per face.
+
+    ``model``: ``short`` (webcam distance), ``full`` (full range), ``back`` (256 px input) or ``auto``:
+    the back-camera network on the whole image and, for images with a longer side of 1024 px or more, again
+    on four overlapping tiles so small faces are not lost. Why back: on FER2013 faces pasted into scenes
+    (72-240 px in 640x480) it found 90% where full range found 32% and short range 65% (60 faces, this
+    module's measurement; benchmarks/detection.py for the full figures).
+    ``min_size`` drops faces whose box is smaller (pixels of the input); ``max_side`` shrinks large images
+    first (speed).
+    """
+
+    name = "blazeface"
+    # Box -> FER2013-like crop: side x crop_scale, centre moved crop_shift x side towards the chin
+    # (benchmarks/face_margin.py --detector blazeface).
+    crop_scale = 1.0
+    crop_shift = 0.0
+
+    def __init__(
+        self,
+        model: str = "auto",
+        *,
+        max_side: int | None = 1280,
+        min_size: int = 0,
+        score_threshold: float | None = None,
+        threads: int | None = 1,
+        tiles: bool | None = None,
+    ) -> None:
+        from ferkit.inference.blazeface import SPECS, BlazeFaceModel
+
+        if model not in (*SPECS, "auto"):
+            raise ConfigError(f"unknown BlazeFace model {model!r}; use auto, {', '.join(SPECS)}")
+        self.model = model
+        self.net = BlazeFaceModel(
+            "back" if model == "auto" else model, threads=threads, score_threshold=score_threshold
+        )
+        self.max_side, self.min_size = max_side, min_size
+        self.tiles = (model == "auto") if tiles is None else tiles
+
+    def _tiles(self, h: int, w: int) -> list[tuple[int, int, int]]:
+        """(x, y, side) of four overlapping square tiles, or none when one pass sees the small faces."""
+        side = round(max(h, w) * 0.55)
+        if not self.tiles or max(h, w) < 4 * self.net.spec.size or min(h, w) < self.net.spec.size:
+            return []
+        side = min(side, min(h, w))
+        xs = sorted({0, w - side})
+        ys = sorted({0, h - side})
+        return [(x, y, side) for y in ys for x in xs]
+
+    def detect_arrays(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(boxes (K, 4) x0 y0 x1 y1, keypoints (K, 6, 2), scores (K,)) in the image's pixels."""
+        from ferkit.inference.blazeface import weighted_nms
+
+        rgb, s = _shrink(_rgb(image), self.max_side)
+        boxes, kps, scores = self.net.detect(rgb)
+        h, w = rgb.shape[:2]
+        parts_b, parts_k, parts_s = [boxes], [kps], [scores]
+        for x, y, side in self._tiles(h, w):
+            b, k, sc = self.net.detect(rgb[y : y + side, x : x + side])
+            bw = b[:, 2] - b[:, 0]
+            # Large faces are the whole-image pass's; faces cut by a tile's inner edge are another tile's.
+            inner = (
+                ((b[:, 0] > 2) | (x == 0))
+                & ((b[:, 1] > 2) | (y == 0))
+                & ((b[:, 2] < side - 2) | (x + side >= w))
+                & ((b[:, 3] < side - 2) | (y + side >= h))
+            )
+            keep = (bw < side * 0.3) & inner
+            off = np.array([x, y], np.float32)
+            parts_b.append((b[keep].reshape(-1, 2, 2) + off).reshape(-1, 4))
+            parts_k.append(k[keep] + off)
+            parts_s.append(sc[keep])
+        if len(parts_b) > 1:
+            boxes, kps, scores = weighted_nms(
+                np.concatenate(parts_b), np.concatenate(parts_k), np.concatenate(parts_s)
+            )
+        boxes, kps = boxes / s, kps / s
+        if self.min_size:
+            big = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= self.min_size
+            boxes, kps, scores = boxes[big], kps[big], scores[big]
+        return boxes, kps, scores
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        boxes, kps, scores = self.detect_arrays(image)
+        return [
+            Box(
+                round(float(b[0])),
+                round(float(b[1])),
+                max(1, round(float(b[2] - b[0]))),
+                max(1, round(float(b[3] - b[1]))),
+                float(sc),
+                tuple((float(px), float(py)) for px, py in k),
+            )
+            for b, k, sc in zip(boxes, kps, scores)
+        ]
+
+
 # Camera frames: coarser scale steps and a larger smallest face make Haar ~2x faster on 640x480 frames;
 # in benchmarks/realtime.py's 4-face scenes it still finds 31 of 32 faces (the default finds 32).
 HAAR_LIVE = {"scale_factor": 1.2, "min_neighbors": 4, "min_size": 28}
+# Camera frames with BlazeFace: one pass on the frame reduced to 640 (no tiles).
+BLAZEFACE_LIVE = {"tiles": False, "max_side": 640}
 
 
 def create_detector(
-    name: str = "haar", model: str | Path | None = None, *, live: bool = False, **kwargs: Any
+    name: str = DEFAULT_DETECTOR, model: str | Path | None = None, *, live: bool = False, **kwargs: Any
 ) -> FaceDetector:
-    """``haar`` (default, offline) or ``yunet`` (needs ``model``, the YuNet ONNX file).
+    """``blazeface`` (default, bundled), ``haar`` (OpenCV's cascade) or ``yunet`` (needs ``model``, the
+    YuNet ONNX file). ``model`` for blazeface: auto, short, full or back.
 
     ``live=True``: settings for camera frames (speed over the smallest faces)."""
+    if name == "blazeface":
+        return BlazeFaceDetector(str(model or "auto"), **({**BLAZEFACE_LIVE, **kwargs} if live else kwargs))
     if name == "haar":
         return HaarDetector(model, **({**HAAR_LIVE, **kwargs} if live else kwargs))
     if name == "yunet":
@@ -251,7 +373,9 @@ def left_to_right(boxes: Sequence[Box]) -> list[Box]:
 
 @dataclass
 class Face:
-    """One face: the detector's box, the square crop box, the 48x48 crop and, once classified, the result."""
+    """One face: the detector's box (with keypoints and detection score), the square crop box (before
+    rotation), the roll ``angle`` the crop was turned upright by, the 48x48 crop and, once classified, the
+    seven probabilities (``label``, ``score`` and ``probabilities`` read them)."""
 
     box: Box
     crop_box: Box
@@ -259,6 +383,8 @@ class Face:
     probs: np.ndarray | None = None
     track: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    angle: float = 0.0
+    classes: tuple[str, ...] = field(default=CLASSES, repr=False)
 
     def classified(self) -> np.ndarray:
         """The probabilities; ValueError if the face has not been classified yet."""
@@ -266,12 +392,29 @@ class Face:
             raise ValueError("this face has not been classified yet")
         return self.probs
 
-    def label_score(self, classes: Sequence[str]) -> tuple[str, float]:
+    def label_score(self, classes: Sequence[str] | None = None) -> tuple[str, float]:
         probs = self.classified()
         i = int(np.argmax(probs))
-        return classes[i], float(probs[i])
+        return (classes or self.classes)[i], float(probs[i])
 
-    def to_dict(self, classes: Sequence[str]) -> dict[str, Any]:
+    @property
+    def label(self) -> str:
+        return self.label_score()[0]
+
+    @property
+    def score(self) -> float:
+        return self.label_score()[1]
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        return {c: float(p) for c, p in zip(self.classes, self.classified())}
+
+    @property
+    def keypoints(self) -> list[list[float]]:
+        return [[round(x, 1), round(y, 1)] for x, y in self.box.keypoints]
+
+    def to_dict(self, classes: Sequence[str] | None = None) -> dict[str, Any]:
+        classes = classes or self.classes
         label, score = self.label_score(classes)
         d: dict[str, Any] = {
             "box": self.box.to_list(),
@@ -280,42 +423,164 @@ class Face:
             "score": round(score, 6),
             "probs": {c: round(float(p), 6) for c, p in zip(classes, self.classified())},
         }
+        if self.box.keypoints:
+            d["keypoints"] = self.keypoints
+            d["detection_score"] = round(self.box.score, 4)
+            d["angle"] = round(self.angle, 1)
         if self.track is not None:
             d["track"] = self.track
         return d
 
+    def to_record(self) -> dict[str, Any]:
+        """A flat record (one column per value): for CSV files and ``pandas.DataFrame``."""
+        label, score = self.label_score()
+        rec: dict[str, Any] = {
+            "x": self.box.x,
+            "y": self.box.y,
+            "w": self.box.w,
+            "h": self.box.h,
+            "detection_score": round(self.box.score, 4),
+            "angle": round(self.angle, 1),
+            "label": label,
+            "score": round(score, 6),
+        }
+        for name, (px, py) in zip(KEYPOINT_NAMES, self.box.keypoints):
+            rec[f"{name}_x"], rec[f"{name}_y"] = round(px, 1), round(py, 1)
+        rec.update({c: round(float(p), 6) for c, p in zip(self.classes, self.classified())})
+        if self.track is not None:
+            rec["track"] = self.track
+        return rec
+
+
+KEYPOINT_NAMES = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
+
+
+class Faces(list[Face]):
+    """The faces of one image, left to right, with conversions to plain records and a DataFrame."""
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [f.to_record() for f in self]
+
+    def to_dataframe(self) -> Any:
+        """A ``pandas.DataFrame``, one row per face (pandas is not a ferkit dependency: install it)."""
+        import importlib
+
+        try:
+            pd = importlib.import_module("pandas")
+        except ImportError:
+            raise InputError(
+                "to_dataframe needs pandas, which ferkit does not install: pip install pandas"
+            ) from None
+        return pd.DataFrame.from_records(self.to_records())
+
+
+def crop_geometry(
+    box: Box, margin: float = DEFAULT_MARGIN, *, scale: float = 1.0, shift: float = 0.0, align: bool = True
+) -> CropGeometry:
+    kps = np.asarray(box.keypoints, np.float32) if box.keypoints else None
+    return geometry((box.x, box.y, box.w, box.h), kps, scale=scale, shift=shift, margin=margin, align=align)
+
 
 def crop_faces(
-    image: np.ndarray, boxes: Sequence[Box], margin: float = DEFAULT_MARGIN, size: int = 48
+    image: np.ndarray,
+    boxes: Sequence[Box],
+    margin: float = DEFAULT_MARGIN,
+    size: int = 48,
+    *,
+    scale: float = 1.0,
+    shift: float = 0.0,
+    align: bool = True,
 ) -> list[Face]:
-    """Square, margin-padded 48x48 gray crops of ``boxes``, sorted left to right."""
+    """Square 48x48 gray crops of ``boxes``, sorted left to right: side = box side x ``scale`` x (1 + 2
+    ``margin``), turned upright by the eye keypoints when the boxes have them and ``align``."""
     gray = to_gray(image)
     out = []
     for b in left_to_right(boxes):
-        sq = b.square(margin)
-        out.append(Face(b, sq, crop_face(gray, sq, size)))
+        g = crop_geometry(b, margin, scale=scale, shift=shift, align=align)
+        s = max(1, round(g.side))
+        sq = Box(round(g.cx - s / 2.0), round(g.cy - s / 2.0), s, s, b.score)
+        crop = crop_face(gray, sq, size) if g.angle == 0.0 else aligned_crop(gray, g, size)
+        out.append(Face(b, sq, crop, angle=g.angle))
     return out
+
+
+def _as_image(image: Any) -> np.ndarray:
+    """numpy array, PIL image, path or encoded bytes -> a uint8 pixel array (decoded with every guard)."""
+    from ferkit.data.images import load_image, pil_to_array
+
+    if isinstance(image, (str, Path, bytes, bytearray, memoryview)):
+        return load_image(image).pixels
+    if type(image).__module__.startswith("PIL.") and hasattr(image, "getbands"):
+        return pil_to_array(image)
+    a = np.asarray(image)
+    if (
+        a.dtype == object
+        or a.ndim not in (2, 3)
+        or a.size == 0
+        or (a.ndim == 3 and a.shape[2] not in (1, 3, 4))
+    ):
+        raise InputError(
+            f"expected an image (HxW, HxWx3 or HxWx4 array, PIL image, path or bytes), got {a.shape}"
+        )
+    if a.dtype != np.uint8:
+        if a.dtype.kind == "f":
+            a = np.clip(a * (255.0 if float(np.nanmax(a)) <= 1.0 else 1.0), 0, 255)
+        elif a.dtype == np.uint16:
+            a = a / 257.0
+        a = np.nan_to_num(a).astype(np.uint8)
+    return np.ascontiguousarray(a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a)
 
 
 class FaceAnalyzer:
     """Detector + crop + recognizer: ``analyze(image)`` -> classified faces, left to right.
 
+    ``recognizer``: a loaded ``Recognizer`` or None (``model``, default the bundled model, is loaded);
+    ``detector``: a detector object or name (``blazeface``, ``haar``; default BlazeFace); ``min_face``:
+    smallest face side in pixels to keep; ``align``: turn faces upright by their eyes before cropping.
     ``analyze_many`` runs one engine call for the crops of all the images given (throughput on folders).
     """
 
     def __init__(
-        self, recognizer: Any, detector: FaceDetector | None = None, margin: float = DEFAULT_MARGIN
+        self,
+        recognizer: Any = None,
+        detector: FaceDetector | str | None = None,
+        margin: float = DEFAULT_MARGIN,
+        *,
+        model: str | Path | None = None,
+        min_face: int = 0,
+        align: bool = True,
     ) -> None:
+        if recognizer is None:
+            from ferkit.inference.recognizer import Recognizer
+
+            recognizer = Recognizer.load(model)
         self.recognizer = recognizer
-        self.detector = detector if detector is not None else HaarDetector()
-        self.margin = margin
+        if detector is None or isinstance(detector, str):
+            detector = create_detector(detector or DEFAULT_DETECTOR)
+        self.detector = detector
+        self.margin, self.min_face, self.align = margin, min_face, align
 
     @property
     def classes(self) -> list[str]:
         return list(self.recognizer.classes)
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        return crop_faces(image, self.detector.detect(image), self.margin)
+    def detect(self, image: Any) -> list[Face]:
+        image = _as_image(image)
+        boxes = self.detector.detect(image)
+        if self.min_face:
+            boxes = [b for b in boxes if max(b.w, b.h) >= self.min_face]
+        faces = crop_faces(
+            image,
+            boxes,
+            self.margin,
+            scale=getattr(self.detector, "crop_scale", 1.0),
+            shift=getattr(self.detector, "crop_shift", 0.0),
+            align=self.align,
+        )
+        classes = tuple(self.classes)
+        for f in faces:
+            f.classes = classes
+        return Faces(faces)
 
     def classify(self, faces: list[Face]) -> list[Face]:
         """Fill in ``probs`` for all faces with one engine call."""
@@ -325,10 +590,11 @@ class FaceAnalyzer:
                 f.probs = p
         return faces
 
-    def analyze(self, image: np.ndarray) -> list[Face]:
-        return self.classify(self.detect(image))
+    def analyze(self, image: Any) -> Faces:
+        """Every face in ``image`` (array, PIL image, path or encoded bytes), classified, left to right."""
+        return Faces(self.classify(self.detect(image)))
 
-    def analyze_many(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+    def analyze_many(self, images: Sequence[Any]) -> list[list[Face]]:
         per_image = [self.detect(im) for im in images]
         self.classify([f for faces in per_image for f in faces])
         return per_image
@@ -336,8 +602,17 @@ class FaceAnalyzer:
     def classify_crops(self, images: Sequence[np.ndarray]) -> list[Face]:
         """Images that already are face crops (no detection): one Face each, box = the whole image."""
         faces = []
+        classes = tuple(self.classes)
         for im in images:
             h, w = np.asarray(im).shape[:2]
             b = Box(0, 0, int(w), int(h))
-            faces.append(Face(b, b, np.asarray(im)))
+            faces.append(Face(b, b, np.asarray(im), classes=classes))
         return self.classify(faces)
+
+
+def analyze(image: Any, **options: Any) -> Faces:
+    """Every face in a photo, left to right, each with box, keypoints, label, score and the seven
+    probabilities: ``ferkit.analyze("photo.jpg")``. ``image``: numpy array, PIL image, path or encoded
+    bytes; ``options``: those of ``FaceAnalyzer`` (detector, min_face, model, align, margin). For many
+    images, build one ``FaceAnalyzer`` and call its ``analyze``: the models then load once."""
+    return FaceAnalyzer(**options).analyze(image)

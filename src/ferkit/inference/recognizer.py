@@ -123,6 +123,36 @@ def prepare_faces(faces: Any, size: int = 48) -> np.ndarray:
     return out
 
 
+def looks_like_photo(height: int, width: int) -> bool:
+    """A whole photo rather than a face crop: large (short side >= 400 px), or large-ish and clearly not
+    square (short side >= 160 px, long side >= 1.3 x short side). Face crops are square-ish and, from
+    datasets, small (FER2013 48 px, AffectNet 96-224 px)."""
+    short, long = min(height, width), max(height, width)
+    return short >= 400 or (short >= 160 and long >= 1.3 * short)
+
+
+def _warn_if_photo(faces: Any) -> None:
+    import warnings
+
+    items = faces if isinstance(faces, (list, tuple)) else [faces]
+    for item in items[:64]:
+        if _is_pil(item):
+            w, h = item.size
+        else:
+            shape = getattr(item, "shape", None)
+            if shape is None or len(shape) not in (2, 3) or (len(shape) == 3 and shape[-1] not in (1, 3, 4)):
+                continue
+            h, w = shape[:2]
+        if looks_like_photo(int(h), int(w)):
+            warnings.warn(
+                f"Recognizer.predict reads each input as one face crop, but a {w}x{h} image looks like a "
+                "whole photo; for the faces in a photo use ferkit.analyze(image) (or ferkit.FaceAnalyzer)",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
+
+
 class _TorchEngine:
     def __init__(self, ensemble: Any, tta: str, device: str) -> None:
         import torch
@@ -259,7 +289,9 @@ class Recognizer:
         ).astype(np.float32, copy=False)
 
     def predict(self, faces: Any) -> list[FacePrediction]:
-        """One ``FacePrediction`` per face, in input order."""
+        """One ``FacePrediction`` per face, in input order. Each input is taken as one face crop; an input
+        that looks like a whole photo gets a warning pointing to ``ferkit.analyze``."""
+        _warn_if_photo(faces)
         probs = self.predict_proba(faces)
         out = []
         for p in probs:

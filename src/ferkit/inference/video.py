@@ -77,15 +77,20 @@ class VideoReader:
         self.close()
 
 
+# fourcc per extension; anything else gets mp4v. VP8 WebM plays in every browser (Chromium builds without
+# H.264 included) and OpenCV's FFmpeg encodes it.
+FOURCC = {".avi": "MJPG", ".webm": "VP80"}
+
+
 class VideoWriter:
-    """Write RGB frames to a video; the codec follows the extension (.avi: MJPG, otherwise mp4v)."""
+    """Write RGB frames to a video; the codec follows the extension (.avi: MJPG, .webm: VP8, else mp4v)."""
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
         import cv2
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fourcc = cv2.VideoWriter.fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+        fourcc = cv2.VideoWriter.fourcc(*FOURCC.get(self.path.suffix.lower(), "mp4v"))
         self._w = cv2.VideoWriter(str(self.path), fourcc, float(fps), (int(size[0]), int(size[1])))
         if not self._w.isOpened():
             raise InputError(f"cannot write video {self.path} (no encoder for {self.path.suffix})")
