@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 # What the CLI sets before torch loads (ferkit.cli.main): OpenMP threads that spin while waiting make
@@ -12,6 +14,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pytest
+
+from ferkit.config import AugmentConfig, TrainConfig
+from ferkit.training.data import TrainingData
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -116,3 +121,43 @@ def shared_data():
     if not (SHARED / "fer2013").is_dir():
         pytest.skip("../shared/data is not available")
     return SHARED
+
+
+# --- training: tiny data, a tiny config, the CLI in a subprocess ---------------------------------------
+
+
+def tiny_data() -> TrainingData:
+    """About 200 training and 42 validation images of synthetic faces."""
+    x, y = make_synthetic(28, seed=0)
+    xv, yv = make_synthetic(6, seed=1)
+    return TrainingData(x, y, xv, yv)
+
+
+def tiny_cfg(out: Path, **kw) -> TrainConfig:
+    """A config that trains the smallest model for 2 quick epochs into ``out``; ``kw`` overrides fields."""
+    base = {
+        "model": "vgg_fer_w16",
+        "epochs": 2,
+        "batch_size": 32,
+        "lr": 0.01,
+        "out": str(out),
+        "progress": False,
+        "seed": 3,
+        "augment": AugmentConfig(translate=0.05, erasing=0.1),
+    }
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m ferkit.cli ARGS`` in ``cwd`` with one thread and a private cache; output captured."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FERKIT_CACHE_DIR": str(cwd / "cache")}
+    return subprocess.run(
+        [sys.executable, "-m", "ferkit.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 import torch
-from conftest import write_fer_csv
-from training_helpers import tiny_cfg, tiny_data
+from conftest import tiny_cfg, tiny_data, write_fer_csv
 
 from ferkit.cli import main
 from ferkit.errors import ModelError
+from ferkit.models import ModelMeta, create_model
 from ferkit.models.checkpoint import load_checkpoint, save_torch
 from ferkit.models.integrity import CHECKSUM_KEY, verify_checkpoint, weights_checksum
 from ferkit.training.loop import fit
@@ -113,3 +113,24 @@ def test_a_changed_weight_tensor_is_caught_even_when_saved_whole(run):
     save_torch(ck, run / "edited.pt")
     with pytest.raises(ModelError, match="checksum"):
         load_checkpoint(run / "edited.pt")
+
+
+def test_corrupt_checkpoints_and_ensemble_members_are_refused_by_every_loader(tmp_path):
+    """Prediction, evaluation, export and ensembles verify the weights checksum too, not only --resume."""
+    from ferkit.evaluation.scorers import load_scorer
+    from ferkit.models.ensemble import build_ensemble, load_torch, save_ensemble
+    from ferkit.training.checkpoint import save_checkpoint
+
+    good = save_checkpoint(create_model("vgg_fer_w16"), ModelMeta("vgg_fer_w16"), tmp_path / "good.pt")
+    ens_path = tmp_path / "ens.pt"
+    save_ensemble(build_ensemble([good, good]), ens_path)
+    for path in (good, ens_path):
+        obj = torch.load(path, weights_only=True)
+        weights = obj["model"] if "model" in obj else obj["members"][1]["model"]
+        next(iter(weights.values())).view(-1)[:4] += 1.0  # flipped bits inside the weights
+        save_torch(obj, tmp_path / f"bad-{path.name}")
+        for load in (load_torch, load_scorer):
+            with pytest.raises(ModelError, match="checksum"):
+                load(tmp_path / f"bad-{path.name}")
+    with pytest.raises(ModelError, match="checksum"):
+        build_ensemble([good, tmp_path / "bad-good.pt"])

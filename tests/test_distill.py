@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from training_helpers import tiny_cfg, tiny_data
+from conftest import tiny_cfg, tiny_data
 
 from ferkit.config import AugmentConfig
 from ferkit.errors import ConfigError

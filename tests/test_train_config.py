@@ -9,8 +9,7 @@ from typing import get_args
 import numpy as np
 import pytest
 import torch
-from conftest import make_synthetic, write_fer_csv
-from training_helpers import tiny_cfg, tiny_data
+from conftest import make_synthetic, tiny_cfg, tiny_data, write_fer_csv
 
 from ferkit.cli import main
 from ferkit.config import Balance, TrainConfig, load_train_config, load_yaml, resolve_config_path

@@ -10,8 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import free_port, make_synthetic, write_fer_csv
-from training_helpers import run_cli, tiny_cfg, tiny_data
+from conftest import free_port, make_synthetic, run_cli, tiny_cfg, tiny_data, write_fer_csv
 
 from ferkit.config import TrainConfig
 from ferkit.data.dataset import FaceDataset
