@@ -293,3 +293,30 @@ def test_real_fer2013_privatetest_duplicates(shared_data, tiny_ckpt, tmp_path):
     assert res["sets"]["PrivateTest"]["n"] == 3589
     assert res["dedup"]["duplicates"] == 260
     assert res["sets"][dedup_name("PrivateTest")]["n"] == 3589 - 260
+
+
+def test_cli_evaluate_skip_bad(cli, tiny_ckpt, fer_folders, tmp_path, capsys):
+    """Issue 14 item 11: evaluate tells users to pass --skip-bad, and accepts it."""
+    (fer_folders / "test" / "angry" / "PrivateTest_9999.png").write_bytes(b"not an image")
+    assert (
+        cli(["evaluate", str(tiny_ckpt), "--data", str(fer_folders), "--tta", "center"])
+        == DataError.exit_code
+    )
+    err = capsys.readouterr().err
+    assert "PrivateTest_9999.png" in err and "--skip-bad" in err
+    out = tmp_path / "eval"
+    args = [
+        "evaluate",
+        str(tiny_ckpt),
+        "--data",
+        str(fer_folders),
+        "--tta",
+        "center",
+        "--skip-bad",
+        "-o",
+        str(out),
+    ]
+    assert cli(args) == 0
+    assert "skipped in the data: 1" in capsys.readouterr().out
+    report = json.loads((out / "metrics.json").read_text())
+    assert sum(report["data_skipped"].values()) == 1 and "--skip-bad" in report["command"]

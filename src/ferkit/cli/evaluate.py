@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-dedup", dest="dedup", action="store_false", help="skip the set without Training duplicates"
     )
     p.add_argument("--json", action="store_true", help="print the full result as JSON instead of the table")
+    p.add_argument(
+        "--skip-bad", action="store_true", help="skip unreadable images and bad rows (counted in the report)"
+    )
     p.set_defaults(func=run)
 
 
@@ -75,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         args.device,
     ]
     command += (["-o", args.out] if args.out else []) + ([] if args.dedup else ["--no-dedup"])
+    command += ["--skip-bad"] if args.skip_bad else []
     result = evaluate(
         args.model,
         args.data,
@@ -85,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         dedup=args.dedup,
         command=command,
+        skip_bad=args.skip_bad,
     )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -94,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         )
         if result.get("dedup"):
             print(dedup_sentence(result))
+        if result["data_skipped"]:
+            reasons = ", ".join(f"{n} {why}" for why, n in result["data_skipped"].items())
+            print(f"skipped in the data: {reasons}")
         print(format_table(result))
     if args.out:
         print(f"wrote {', '.join(result['files'].values())}", file=sys.stderr)

@@ -96,12 +96,14 @@ def evaluate(
     device: str = "cpu",
     dedup: bool = True,
     command: list[str] | None = None,
+    skip_bad: bool = False,
 ) -> dict[str, Any]:
     """Load the model file and the dataset, evaluate, and write a report to ``out_dir`` if given.
 
     Returns the result dict (also ``metrics.json``): the run's facts, ``sets`` (set name -> metrics),
     ``members`` (member -> set name -> metrics) and ``files`` when a report was written.
-    ``tta`` None: the crops built into the model file if it has any, else ``ten_crop``.
+    ``tta`` None: the crops built into the model file if it has any, else ``ten_crop``. ``skip_bad``
+    skips unreadable images and bad rows, counted in ``data_skipped``.
     """
     t0 = time.perf_counter()
     scorer = load_scorer(model_path, batch_size=batch_size, device=device)  # model errors before data loading
@@ -110,7 +112,7 @@ def evaluate(
     check_tta(tta)
 
     # No validation carving (val_fraction=0): rows keep their own split; class folders stay "Training".
-    dataset = load_dataset(data_path, val_fraction=0.0)
+    dataset = load_dataset(data_path, val_fraction=0.0, skip_bad=skip_bad)
     result: dict[str, Any] = {
         "ferkit_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
