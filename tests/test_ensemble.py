@@ -101,7 +101,7 @@ def test_file_round_trip_is_plain_and_safe(members, faces, tmp_path):
     save_ensemble(ens, path)
     raw = torch.load(path, weights_only=True)  # plain tensors and dicts only
     assert raw["format"] == "ferkit-ensemble" and [m["name"] for m in raw["members"]] == ["m0", "m1", "m2"]
-    assert set(raw["members"][0]) == {"name", "source", "meta", "model"}  # no optimizer state
+    assert set(raw["members"][0]) == {"name", "source", "meta", "model", "weights_sha256"}  # no optimizer
     loaded = load_ensemble(path)
     with torch.inference_mode():
         assert torch.equal(

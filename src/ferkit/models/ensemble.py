@@ -36,6 +36,7 @@ from ferkit.labels import CLASSES
 from ferkit.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ferkit.models.checkpoint import meta_from_checkpoint, model_from_checkpoint, read_torch_dict, save_torch
 from ferkit.models.files import file_label
+from ferkit.models.integrity import CHECKSUM_KEY, verify_checkpoint, weights_checksum
 from ferkit.models.registry import ModelMeta
 from ferkit.models.transforms import calibrate_logits, forward_tta
 
@@ -152,13 +153,16 @@ def _member_entry(path: str | Path) -> dict[str, Any]:
         raise ModelError(f"{path} is an ensemble; members must be single-model checkpoints")
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{path} is not a ferkit checkpoint")
+    verify_checkpoint(ckpt, path)
     meta = meta_from_checkpoint(ckpt)
+    weights = {k: v.detach().to("cpu") for k, v in ckpt["model"].items()}
     # Keep only what predicting needs: no optimizer, scaler or RNG state.
     return {
         "name": file_label(Path(path)),
         "source": str(path),
         "meta": dataclasses.asdict(meta),
-        "model": {k: v.detach().to("cpu") for k, v in ckpt["model"].items()},
+        "model": weights,
+        CHECKSUM_KEY: weights_checksum(weights),
     }
 
 
@@ -206,6 +210,7 @@ def load_ensemble_dict(path: str | Path) -> dict[str, Any]:
 def ensemble_from_dict(ens: dict[str, Any], device: str | torch.device = "cpu") -> Ensemble:
     models, metas, names = [], [], []
     for i, e in enumerate(ens.get("members", [])):
+        verify_checkpoint(e, f"ensemble member {i} ({e.get('name', '?')})")
         try:
             model, meta = model_from_checkpoint(
                 {"format": CHECKPOINT_FORMAT, "meta": e["meta"], "model": e["model"]}, device=device
@@ -249,6 +254,7 @@ def load_torch(path: str | Path, device: str | torch.device = "cpu") -> Ensemble
     if obj.get("format") == FORMAT:
         return ensemble_from_dict(obj, device=device)
     if obj.get("format") == CHECKPOINT_FORMAT:
+        verify_checkpoint(obj, path)
         model, meta = model_from_checkpoint(obj, device=device)
         return (
             Ensemble([model], [meta], names=[file_label(Path(path))], file_format=CHECKPOINT_FORMAT)
