@@ -26,7 +26,7 @@ def _post(client, data, name="x.jpg", ctype="image/jpeg"):
 
 def test_health_and_page(client):
     h = client.get("/api/health").json()
-    assert h["status"] == "ok" and h["classes"] == list(CLASSES) and h["detector"] == "haar"
+    assert h["status"] == "ok" and h["classes"] == list(CLASSES) and h["detector"] == "blazeface"
     assert h["max_upload_mb"] == 1
     page = client.get("/")
     assert page.status_code == 200 and "live-start" in page.text and "/static/app.js" in page.text
@@ -37,6 +37,34 @@ def test_health_and_page(client):
     assert docs.status_code == 200 and "cdn" not in docs.text.lower()  # works offline
     assert client.get("/static-docs/swagger-ui-bundle.js").status_code == 200
     assert "/api/predict" in client.get("/openapi.json").json()["paths"]
+    fav = client.get("/favicon.ico")
+    assert fav.status_code == 200 and fav.headers["content-type"].startswith("image/svg+xml")
+    assert h["model_title"] == "tiny.pt" and h["model_accuracy"] is None
+    assert h["detector_title"] == "MediaPipe BlazeFace" and h["max_video_mb"] > 0
+
+
+def test_docs_get_an_openapi_30_document_the_bundled_ui_reads(client):
+    """Swagger UI 4.15.5 cannot render 3.1 ('does not specify a valid version field'): /docs reads 3.0."""
+    import json
+
+    assert "/openapi-3.0.json" in client.get("/docs").text
+    doc = client.get("/openapi-3.0.json").json()
+    assert doc["openapi"] == "3.0.3" and client.get("/openapi.json").json()["openapi"].startswith("3.1")
+    assert set(doc["paths"]) >= {"/api/predict", "/api/health", "/api/video", "/api/video/{video_id}.webm"}
+    text = json.dumps(doc)
+    assert '"null"' not in text and "contentMediaType" not in text  # 3.1-only constructs are rewritten
+    track = doc["components"]["schemas"]["FaceOut"]["properties"]["track"]
+    assert track["type"] == "integer" and track["nullable"] is True
+
+
+def test_bundled_model_is_described_with_its_accuracy():
+    from types import SimpleNamespace
+
+    from ferkit.app.routes.api import describe_model
+
+    title, accuracy = describe_model(SimpleNamespace(model=None), SimpleNamespace(name="member-w32c3"))
+    assert "member-w32c3" not in title and "vgg_fer_w32" in title
+    assert accuracy is not None and "top-1" in accuracy and "FER2013 PrivateTest" in accuracy
 
 
 def test_faces_found_left_to_right(client):

@@ -78,7 +78,8 @@ def test_face_boxes_are_in_the_uploaded_image_pixels():
     assert (body["width"], body["height"]) == (3200, 2400)
     [face] = body["faces"]
     x, _, w, _ = truth[0]
-    assert abs(face["box"][0] - 5 * x) < 40 and abs(face["box"][2] - 5 * w) < 40
+    tol = 0.15 * 5 * w  # any detector's box, in the uploaded image's pixels (not the 640 px working copy)
+    assert abs(face["box"][0] - 5 * x) < tol and abs(face["box"][2] - 5 * w) < tol
 
 
 def test_corrupt_exif_gives_200_and_a_warning():

@@ -1,7 +1,8 @@
 """The web app: ``create_app(settings)`` builds it; the model is loaded once at start-up (lifespan).
 
 One page (``/``, static files served from the package, no CDN), the JSON API under ``/api``
-(``POST /api/predict``, ``GET /api/health``, WebSocket ``/api/live``) and the OpenAPI docs at ``/docs``.
+(``POST /api/predict``, ``POST /api/video``, ``GET /api/health``, WebSocket ``/api/live``) and the OpenAPI
+docs at ``/docs``.
 Errors become a status and ``{"detail": message}``; no traceback ever reaches the client.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -25,7 +26,7 @@ from starlette.requests import Request
 
 from ferkit import __version__
 from ferkit.errors import FerkitError, InputError
-from ferkit.inference.faces import DEFAULT_MARGIN
+from ferkit.inference.faces import DEFAULT_DETECTOR, DEFAULT_MARGIN
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("ferkit.app")
@@ -43,13 +44,15 @@ class Settings:
     backend: str = "auto"
     tta: str | None = None
     threads: int | None = None
-    detector: str = "haar"
+    detector: str = DEFAULT_DETECTOR
     yunet_model: str | None = None
     margin: float = DEFAULT_MARGIN
     detect_size: int = 640
     live_detect_size: int = 480
     smooth: float = 0.4
     max_upload_mb: float = 10.0
+    max_video_mb: float = 50.0
+    max_video_seconds: float = 60.0
     max_parallel: int = 2
     max_queue: int = 8
     request_timeout: float = 20.0
@@ -58,6 +61,10 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_video_bytes(self) -> int:
+        return int(self.max_video_mb * 1024 * 1024)
 
 
 class BodyLimit:
@@ -68,8 +75,11 @@ class BodyLimit:
     Trusts neither Content-Length nor its absence: the body is counted as it arrives.
     """
 
-    def __init__(self, app: Any, limit: int, timeout: float | None = None) -> None:
+    def __init__(
+        self, app: Any, limit: int, timeout: float | None = None, limits: dict[str, int] | None = None
+    ) -> None:
         self.app, self.limit, self.timeout = app, limit, timeout
+        self.limits = limits or {}  # path -> its own limit (video uploads are larger)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if (
@@ -78,10 +88,11 @@ class BodyLimit:
             or scope["method"] in ("GET", "HEAD")
         ):
             return await self.app(scope, receive, send)
+        limit = self.limits.get(scope["path"], self.limit)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._reject(send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await self._reject(send, limit=limit)
         chunks, total, more = [], 0, True
         deadline = time.monotonic() + self.timeout if self.timeout else None
         while more:
@@ -94,8 +105,8 @@ class BodyLimit:
                 return
             body = msg.get("body", b"")
             total += len(body)
-            if total > self.limit:
-                return await self._reject(send)
+            if total > limit:
+                return await self._reject(send, limit=limit)
             chunks.append(body)
             more = msg.get("more_body", False)
         body, sent = b"".join(chunks), False
@@ -109,8 +120,10 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Any, status: int = 413, detail: str | None = None) -> None:
-        mb = self.limit / (1024 * 1024)
+    async def _reject(
+        self, send: Any, status: int = 413, detail: str | None = None, limit: int | None = None
+    ) -> None:
+        mb = (limit or self.limit) / (1024 * 1024)
         payload = json.dumps({"detail": detail or f"upload too large: the limit is {mb:g} MB"}).encode()
         await send(
             {
@@ -126,21 +139,71 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
+def openapi_30(doc: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI's OpenAPI 3.1 document rewritten as 3.0 for the bundled Swagger UI (4.15.5 reads 3.0 only):
+    ``anyOf [X, null]`` / ``type [X, null]`` -> ``nullable``, ``examples`` -> ``example``,
+    ``const`` -> ``enum``, ``contentMediaType`` (file uploads) -> ``format: binary``."""
+
+    def conv(node: Any) -> Any:
+        if isinstance(node, list):
+            return [conv(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:  # 3.0 ignores a reference's siblings
+            return {"$ref": node["$ref"]}
+        out = {k: conv(v) for k, v in node.items()}
+        for key in ("anyOf", "oneOf"):
+            alts = out.get(key)
+            if isinstance(alts, list) and {"type": "null"} in alts:
+                rest = [a for a in alts if a != {"type": "null"}]
+                del out[key]
+                if len(rest) == 1 and "$ref" in rest[0]:
+                    out["allOf"] = rest
+                elif len(rest) == 1:
+                    out.update(rest[0])
+                else:
+                    out[key] = rest
+                out["nullable"] = True
+        if isinstance(out.get("type"), list):
+            types = [t for t in out["type"] if t != "null"]
+            out["nullable"] = len(types) < len(out["type"])
+            out["type"] = types[0] if len(types) == 1 else "string"
+        if out.get("type") == "string" and "contentMediaType" in out:
+            out.pop("contentMediaType")
+            out["format"] = "binary"
+        if isinstance(out.get("examples"), list) and "type" in out:
+            examples = out.pop("examples")
+            if examples:
+                out["example"] = examples[0]
+        if "const" in out:
+            out["enum"] = [out.pop("const")]
+        return out
+
+    converted = conv(doc)
+    converted["openapi"] = "3.0.3"
+    return converted
+
+
 def _offline_docs(app: FastAPI) -> None:
-    """Swagger UI at /docs from files installed with ferkit (swagger-ui-bundle), not from a CDN."""
+    """Swagger UI at /docs from files installed with ferkit (swagger-ui-bundle), not from a CDN. That UI is
+    4.15.5 and reads OpenAPI 3.0, so it gets ``/openapi-3.0.json``; ``/openapi.json`` stays FastAPI's 3.1."""
     from fastapi.openapi.docs import get_swagger_ui_html
     from swagger_ui_bundle import swagger_ui_path
 
     app.mount("/static-docs", StaticFiles(directory=str(swagger_ui_path)), name="static-docs")
 
+    @app.get("/openapi-3.0.json", include_in_schema=False)
+    def openapi_doc_30() -> JSONResponse:
+        return JSONResponse(openapi_30(app.openapi()))
+
     @app.get("/docs", include_in_schema=False)
     def docs() -> Any:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
+            openapi_url="/openapi-3.0.json",
             title="ferkit API",
             swagger_js_url="/static-docs/swagger-ui-bundle.js",
             swagger_css_url="/static-docs/swagger-ui.css",
-            swagger_favicon_url="/static-docs/favicon-32x32.png",
+            swagger_favicon_url="/static/favicon.svg",
         )
 
 
@@ -152,6 +215,7 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from ferkit.app.deps import AnalysisGate, PerThreadDetector
+        from ferkit.app.videojob import VideoStore
         from ferkit.inference.faces import create_detector
 
         rec = recognizer
@@ -173,7 +237,12 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
                 settings.detector, settings.yunet_model, live=True, max_side=settings.live_detect_size or None
             )
         )
-        yield
+        app.state.videos = VideoStore()
+        app.state.video_jobs = set()
+        try:
+            yield
+        finally:
+            app.state.videos.close()
 
     app = FastAPI(
         title="ferkit",
@@ -185,7 +254,12 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
         "Surprise, Neutral).",
     )
     app.state.settings = settings
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes, timeout=settings.request_timeout)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_upload_bytes,
+        timeout=settings.request_timeout,
+        limits={"/api/video": max(settings.max_upload_bytes, settings.max_video_bytes)},
+    )
 
     @app.exception_handler(InputError)
     async def _input_error(request: Request, exc: InputError) -> JSONResponse:
@@ -209,9 +283,10 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
         log.exception("unexpected error on %s", request.url.path)  # the traceback stays in the server log
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
-    from ferkit.app.routes import api, live
+    from ferkit.app.routes import api, live, video
 
     app.include_router(api.router)
+    app.include_router(video.router)
     app.include_router(live.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _offline_docs(app)
@@ -221,7 +296,7 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
         return FileResponse(STATIC / "index.html")
 
     @app.get("/favicon.ico", include_in_schema=False)
-    def favicon() -> None:
-        raise HTTPException(404)
+    def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     return app

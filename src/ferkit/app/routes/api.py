@@ -122,16 +122,52 @@ def _display_name(filename: str | None) -> str:
     return name or "upload"
 
 
+DETECTOR_TITLES = {
+    "blazeface": "MediaPipe BlazeFace",
+    "haar": "OpenCV Haar cascade",
+    "yunet": "YuNet (OpenCV DNN)",
+}
+
+
+def describe_model(settings: Any, recognizer: Any) -> tuple[str, str | None]:
+    """A human name for the model and, for the bundled one, its accuracy from the model card."""
+    name = str(getattr(recognizer, "name", "model"))
+    if settings.model is not None:
+        from pathlib import Path
+
+        path = Path(settings.model)
+        return (path.name if name == path.stem else f"{path.name} ({name})"), None
+    from ferkit.inference.bundled import bundled_card
+
+    card = bundled_card() or {}
+    arch = ((card.get("configs") or [{}])[0]).get("model", name)
+    private = (card.get("private") or {}).get("PrivateTest")
+    accuracy = None
+    if private:
+        accuracy = (
+            f"{private['top1']:.1%} top-1, {private['balanced_accuracy']:.1%} balanced accuracy "
+            f"on FER2013 PrivateTest"
+        )
+    return f"ferkit's bundled model: a compact VGGNet ({arch})", accuracy
+
+
 @router.get("/health", response_model=HealthOut, summary="Model and limits of this server")
 def health(request: Request, recognizer: Recognizer, settings: AppSettings) -> dict[str, Any]:
     from ferkit.app.routes.live import live_available
 
+    title, accuracy = describe_model(settings, recognizer)
+    detector = str(request.app.state.detector.name)
     return {
         "status": "ok",
         "model": str(getattr(recognizer, "name", "model")),
+        "model_title": title,
+        "model_accuracy": accuracy,
         "classes": list(recognizer.classes),
-        "detector": request.app.state.detector.name,
+        "detector": detector,
+        "detector_title": DETECTOR_TITLES.get(detector, detector),
         "margin": settings.margin,
         "max_upload_mb": settings.max_upload_mb,
+        "max_video_mb": settings.max_video_mb,
+        "max_video_seconds": settings.max_video_seconds,
         "live": live_available(),
     }
