@@ -29,6 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-upload-mb", type=float, default=10.0, help="upload size limit (default %(default)s MB)"
     )
     p.add_argument(
+        "--max-video-mb", type=float, default=50.0, help="video upload size limit (default %(default)s MB)"
+    )
+    p.add_argument(
+        "--max-video-seconds",
+        type=float,
+        default=60.0,
+        help="longest video the page and API analyse (default %(default)s s)",
+    )
+    p.add_argument(
         "--smooth",
         type=float,
         default=0.4,
@@ -94,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.app.server import Settings, create_app
     from ferkit.cli.predict import load_analyzer
 
-    if args.max_upload_mb <= 0:
-        raise InputError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    for flag in ("max_upload_mb", "max_video_mb", "max_video_seconds"):
+        if not getattr(args, flag) > 0:
+            raise InputError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if not 0.0 < args.smooth <= 1.0:
         raise InputError(f"--smooth must be in (0, 1], got {args.smooth}")
     for flag in ("max_parallel", "max_connections"):
@@ -120,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
             live_detect_size=args.live_detect_size,
             smooth=args.smooth,
             max_upload_mb=args.max_upload_mb,
+            max_video_mb=args.max_video_mb,
+            max_video_seconds=args.max_video_seconds,
             max_parallel=args.max_parallel,
             max_queue=args.max_queue,
             request_timeout=args.request_timeout,

@@ -1,0 +1,174 @@
+"""``POST /api/video``: a short clip in; progress, then the result, out as newline-delimited JSON.
+``GET /api/video/{id}.webm``: the annotated video.
+
+The work runs in a worker thread through the app's AnalysisGate and stops, between frames, when the client
+goes away (the page closed or the upload cancelled): Starlette cancels the response stream on disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, HTTPException, UploadFile
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from ferkit.app.deps import AppSettings, Recognizer, ServerBusy, analyzer_for
+from ferkit.app.routes.api import _display_name
+from ferkit.app.schemas import ErrorOut, VideoEvent
+from ferkit.app.videojob import Cancelled, probe, process_video
+from ferkit.errors import FerkitError
+
+router = APIRouter(prefix="/api", tags=["api"])
+log = logging.getLogger("ferkit.app")
+PROGRESS_EVERY = 0.2  # seconds between progress lines
+
+
+class NDJSONResponse(StreamingResponse):
+    media_type = "application/x-ndjson"
+
+
+_DOC = """Upload a short video clip (MP4, WebM, AVI, MOV, MKV). The response is **newline-delimited JSON**
+(`application/x-ndjson`), one `VideoEvent` per line: `progress` lines while the server works, then one `done`
+line whose `result` holds the per-frame faces (smoothed, each with its `track`), a summary per face track and
+`video_url`, the annotated video as VP8 WebM (kept for the newest few uploads), or one `error` line. Closing
+the connection cancels the job. Limits: see `max_video_mb` and `max_video_seconds` in `/api/health`."""
+
+
+@router.post(
+    "/video",
+    summary="Faces and expressions over time in an uploaded video",
+    description=_DOC,
+    response_model=None,
+    response_class=NDJSONResponse,
+    responses={
+        200: {
+            "model": VideoEvent,
+            "description": "newline-delimited JSON: progress lines, then a done or error line",
+        },
+        400: {"model": ErrorOut},
+        413: {"model": ErrorOut},
+        503: {"model": ErrorOut},
+    },
+)
+async def video(
+    request: Request,
+    file: Annotated[UploadFile, File(description="a video file")],
+    recognizer: Recognizer,
+    settings: AppSettings,
+) -> NDJSONResponse:
+    state = request.app.state
+    data = await file.read()
+    if len(data) > settings.max_video_bytes:
+        raise HTTPException(413, f"upload too large: the limit is {settings.max_video_mb:g} MB")
+    if not data:
+        raise HTTPException(400, "the upload is empty")
+    gate = state.gate
+    if gate.active >= gate.parallel + gate.queue:
+        raise HTTPException(503, "server busy; retry shortly", headers={"Retry-After": "1"})
+    name = _display_name(file.filename)
+    store = state.videos
+    vid = store.new()
+    src = store.upload_path(vid)
+    try:
+        await run_in_threadpool(src.write_bytes, data)
+        del data
+        await run_in_threadpool(probe, src, name, settings.max_video_seconds)
+    except BaseException:
+        src.unlink(missing_ok=True)
+        raise
+
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    cancel = threading.Event()
+    last = [0.0]
+
+    def put(msg: dict[str, Any]) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, msg)
+        except RuntimeError:  # the loop has closed (server shutting down)
+            cancel.set()
+
+    def report(frame: int, frames: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY:
+            last[0] = now
+            progress = min(1.0, frame / frames) if frames else 0.0
+            put({"stage": "progress", "frame": frame, "frames": frames, "progress": round(progress, 3)})
+
+    analyzer = analyzer_for(request, recognizer)
+
+    async def job() -> None:
+        try:
+            async with gate.slot():
+                if cancel.is_set():
+                    return
+                result = await run_in_threadpool(
+                    process_video,
+                    analyzer,
+                    src,
+                    store.video_path(vid),
+                    smooth=settings.smooth,
+                    max_seconds=settings.max_video_seconds,
+                    cancel=cancel,
+                    report=report,
+                )
+            store.add(vid)
+            put(
+                {
+                    "stage": "done",
+                    "progress": 1.0,
+                    "result": {"video_url": f"/api/video/{vid}.webm", **result},
+                }
+            )
+        except Cancelled:
+            log.info("video job %s cancelled: the client went away", vid)
+        except ServerBusy as e:
+            put({"stage": "error", "detail": str(e)})
+        except FerkitError as e:
+            put({"stage": "error", "detail": str(e)})
+        except Exception:  # a bug: the traceback stays in the server log
+            log.exception("video job failed")
+            put({"stage": "error", "detail": "internal error"})
+        finally:
+            src.unlink(missing_ok=True)
+
+    task = asyncio.create_task(job())
+    state.video_jobs.add(task)  # a reference, so the task is not collected mid-run
+    task.add_done_callback(state.video_jobs.discard)
+
+    async def lines() -> Any:
+        try:
+            yield json.dumps({"stage": "progress", "frame": 0, "frames": 0, "progress": 0.0}) + "\n"
+            while True:
+                msg = await queue.get()
+                yield json.dumps(msg) + "\n"
+                if msg["stage"] != "progress":
+                    return
+        finally:
+            cancel.set()  # the client went away, or the job is over: either way stop
+
+    return NDJSONResponse(lines(), headers={"Cache-Control": "no-store"})
+
+
+_ID = re.compile(r"[0-9a-f]{24}")
+
+
+@router.get(
+    "/video/{video_id}.webm",
+    summary="The annotated video of an earlier upload (VP8 WebM)",
+    response_class=FileResponse,
+    responses={200: {"content": {"video/webm": {}}}, 404: {"model": ErrorOut}},
+)
+def annotated_video(request: Request, video_id: str) -> FileResponse:
+    path = request.app.state.videos.get(video_id) if _ID.fullmatch(video_id) else None
+    if path is None or not path.is_file():
+        raise HTTPException(404, "no such video (only the newest few are kept)")
+    return FileResponse(path, media_type="video/webm")
