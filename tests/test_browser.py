@@ -63,7 +63,7 @@ def server(tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if not Path(CHROMIUM).exists() or not _chromium_runs():
         pytest.skip("chromium is not installed or does not start (apt-get install -y chromium)")
-    from ferkit.app.routes.live import live_available
+    from ferkit.app.deps import live_available
 
     if not live_available():
         pytest.skip("uvicorn has no WebSocket library (pip install websockets)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import importlib.util
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -96,3 +97,8 @@ def analyzer_for(conn: HTTPConnection, recognizer: Any, live: bool = False) -> F
     return FaceAnalyzer(
         recognizer, state.live_detector if live else state.detector, margin=state.settings.margin
     )
+
+
+def live_available() -> bool:
+    """uvicorn needs 'websockets' or 'wsproto' to speak WebSocket."""
+    return any(importlib.util.find_spec(m) is not None for m in ("websockets", "wsproto"))

@@ -20,13 +20,19 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request
+from swagger_ui_bundle import swagger_ui_path
 
 from ferkit import __version__
+from ferkit.app.deps import AnalysisGate, PerThreadDetector
+from ferkit.app.routes import api, live, video
+from ferkit.app.videojob import VideoStore
 from ferkit.errors import FerkitError, InputError
-from ferkit.inference.faces import DEFAULT_DETECTOR, DEFAULT_MARGIN
+from ferkit.inference.faces import DEFAULT_DETECTOR, DEFAULT_MARGIN, create_detector
+from ferkit.inference.recognizer import Recognizer
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("ferkit.app")
@@ -187,8 +193,6 @@ def openapi_30(doc: dict[str, Any]) -> dict[str, Any]:
 def _offline_docs(app: FastAPI) -> None:
     """Swagger UI at /docs from files installed with ferkit (swagger-ui-bundle), not from a CDN. That UI is
     4.15.5 and reads OpenAPI 3.0, so it gets ``/openapi-3.0.json``; ``/openapi.json`` stays FastAPI's 3.1."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from swagger_ui_bundle import swagger_ui_path
 
     app.mount("/static-docs", StaticFiles(directory=str(swagger_ui_path)), name="static-docs")
 
@@ -207,6 +211,68 @@ def _offline_docs(app: FastAPI) -> None:
         )
 
 
+def _start(app: FastAPI, settings: Settings, recognizer: Any) -> None:
+    """What the app holds while it runs: the engine, the analysis gate, per-thread detectors, videos."""
+    if recognizer is None:
+        recognizer = Recognizer.load(
+            settings.model, backend=settings.backend, threads=settings.threads, tta=settings.tta
+        )
+    app.state.recognizer = recognizer
+    app.state.gate = AnalysisGate(settings.max_parallel, settings.max_queue)
+    app.state.detector = PerThreadDetector(
+        lambda: create_detector(
+            settings.detector, settings.yunet_model, max_side=settings.detect_size or None
+        )
+    )
+    app.state.live_detector = PerThreadDetector(
+        lambda: create_detector(
+            settings.detector, settings.yunet_model, live=True, max_side=settings.live_detect_size or None
+        )
+    )
+    app.state.videos = VideoStore()
+    app.state.video_jobs = set()
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """ferkit's errors become 4xx/5xx with a message; a traceback only ever reaches the server log."""
+
+    @app.exception_handler(InputError)
+    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(FerkitError)
+    async def _ferkit_error(request: Request, exc: FerkitError) -> JSONResponse:
+        log.error("request failed: %s", exc)
+        return JSONResponse({"detail": str(exc)}, status_code=500)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+        return JSONResponse({"detail": "bad request: " + "; ".join(parts)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+def _add_page(app: FastAPI) -> None:
+    """The page, its static files and favicon, and the offline API docs."""
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _offline_docs(app)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+
 def create_app(settings: Settings | None = None, recognizer: Any = None) -> FastAPI:
     """The app. ``recognizer``: an already loaded engine (``ferkit serve`` loads it first to fail early);
     otherwise it is loaded from ``settings.model`` at start-up."""
@@ -214,31 +280,7 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from ferkit.app.deps import AnalysisGate, PerThreadDetector
-        from ferkit.app.videojob import VideoStore
-        from ferkit.inference.faces import create_detector
-
-        rec = recognizer
-        if rec is None:
-            from ferkit import Recognizer
-
-            rec = Recognizer.load(
-                settings.model, backend=settings.backend, threads=settings.threads, tta=settings.tta
-            )
-        app.state.recognizer = rec
-        app.state.gate = AnalysisGate(settings.max_parallel, settings.max_queue)
-        app.state.detector = PerThreadDetector(
-            lambda: create_detector(
-                settings.detector, settings.yunet_model, max_side=settings.detect_size or None
-            )
-        )
-        app.state.live_detector = PerThreadDetector(
-            lambda: create_detector(
-                settings.detector, settings.yunet_model, live=True, max_side=settings.live_detect_size or None
-            )
-        )
-        app.state.videos = VideoStore()
-        app.state.video_jobs = set()
+        _start(app, settings, recognizer)
         try:
             yield
         finally:
@@ -260,43 +302,9 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
         timeout=settings.request_timeout,
         limits={"/api/video": max(settings.max_upload_bytes, settings.max_video_bytes)},
     )
-
-    @app.exception_handler(InputError)
-    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
-
-    @app.exception_handler(FerkitError)
-    async def _ferkit_error(request: Request, exc: FerkitError) -> JSONResponse:
-        log.error("request failed: %s", exc)
-        return JSONResponse({"detail": str(exc)}, status_code=500)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for e in exc.errors():
-            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-            parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
-        return JSONResponse({"detail": "bad request: " + "; ".join(parts)}, status_code=400)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)  # the traceback stays in the server log
-        return JSONResponse({"detail": "internal error"}, status_code=500)
-
-    from ferkit.app.routes import api, live, video
-
+    _add_error_handlers(app)
     app.include_router(api.router)
     app.include_router(video.router)
     app.include_router(live.router)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    _offline_docs(app)
-
-    @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
-
-    @app.get("/favicon.ico", include_in_schema=False)
-    def favicon() -> FileResponse:
-        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
-
+    _add_page(app)
     return app

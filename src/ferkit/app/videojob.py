@@ -7,6 +7,7 @@ which every browser plays (Chromium builds without H.264 included) and OpenCV's 
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
 import threading
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ferkit.errors import InputError
@@ -41,7 +43,6 @@ class VideoStore:
         self._lock = threading.Lock()
 
     def new(self) -> str:
-        import secrets
 
         return secrets.token_hex(12)
 
@@ -95,7 +96,6 @@ def process_video(
     """Analyse ``src`` and write the annotated copy to ``out``. Returns the result without ``video_url``;
     boxes are in the uploaded video's pixels. ``report(frame, frames)`` after each frame; ``cancel`` set:
     ``Cancelled`` (and no output left behind)."""
-    import cv2
 
     t0 = time.perf_counter()
     classes = analyzer.classes

@@ -6,6 +6,12 @@ import argparse
 import json
 import time
 
+from ferkit.data import images
+from ferkit.data.audit import dataset_stats
+from ferkit.data.cache import cache_dir
+from ferkit.data.load import load_dataset
+from ferkit.errors import DataError
+
 
 def _add_load_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -77,9 +83,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from ferkit.data import images
-    from ferkit.data.load import load_dataset
-    from ferkit.errors import DataError
 
     if args.max_file_mb is not None:
         if not args.max_file_mb > 0:
@@ -142,7 +145,6 @@ def format_stats(stats: dict, title: str = "") -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from ferkit.data.audit import dataset_stats
 
     stats = dataset_stats(_load(args))
     stats["path"] = args.path
@@ -154,11 +156,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from ferkit.data.cache import cache_dir
 
     if args.no_cache:
-        from ferkit.errors import DataError
-
         raise DataError("`ferkit data cache` fills the cache; --no-cache makes no sense here")
     times = []
     for _ in range(2):  # the first load decodes (or finds an up-to-date entry), the second is a cached load

@@ -7,6 +7,8 @@ import argparse
 import sys
 
 COMBINE_CHOICES = ("prob", "logit", "learned")  # = ferkit.models.ensemble.COMBINE_MODES (light to import)
+from ferkit.data import load_dataset
+from ferkit.errors import ConfigError
 from ferkit.runtime import TTA_MODES as TTA_CHOICES
 
 
@@ -53,7 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build(args: argparse.Namespace) -> int:
-    from ferkit.errors import ConfigError
     from ferkit.models.ensemble import build_ensemble, ensemble_from_dict, fit_ensemble_weights, save_ensemble
 
     members = [m for group in args.member for m in group]
@@ -63,8 +64,6 @@ def build(args: argparse.Namespace) -> int:
         raise ConfigError("--data is only used to fit --combine learned weights")
     ens = build_ensemble(members, combine=args.combine)
     if args.combine == "learned":
-        from ferkit.data import load_dataset
-
         val = load_dataset(args.data).split("PublicTest")
         weights, report = fit_ensemble_weights(ensemble_from_dict(ens), val.images, val.labels, tta=args.tta)
         ens["weights"] = weights

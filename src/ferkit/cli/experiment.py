@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from ferkit.cli.train import log_to_console
+from ferkit.errors import ConfigError
 from ferkit.runtime import TTA_MODES
 
 
@@ -76,10 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def table(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
 
-    from ferkit.errors import ConfigError
     from ferkit.experiments.table import render_markdown, write_table
 
     if not (Path(args.out) / "run.json").is_file():

@@ -6,6 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
+from ferkit.data import load_dataset
+from ferkit.errors import ConfigError, ModelError
+from ferkit.io import atomic_write_bytes
 from ferkit.runtime import TTA_MODES as TTA_CHOICES
 
 CALIBRATION_FACES = 512
@@ -60,19 +65,14 @@ def _mb(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
 
-    from ferkit.errors import ConfigError, ModelError
     from ferkit.inference.export import export_onnx, probe_images
     from ferkit.inference.quantize import compare, to_fp16, to_int8
-    from ferkit.io import atomic_write_bytes
 
     if args.int8 == "static" and not args.data:
         raise ConfigError("--int8 static calibrates on Training faces: give --data")
     val = calib = None
     if args.data:
-        from ferkit.data import load_dataset
-
         ds = load_dataset(args.data)
         val = ds.split("PublicTest")
         if args.int8 == "static":

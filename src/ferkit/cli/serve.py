@@ -51,6 +51,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="PX",
         help="longer side camera frames are shrunk to before detection (default %(default)s)",
     )
+    _add_limit_args(p)
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_model_args(p)
+    # One engine thread per request: requests run in parallel, and ONNX Runtime's spinning worker threads
+    # otherwise steal the CPU from face detection (benchmarks/realtime.py: 12 vs 7 frames/s on 2 cores).
+    p.set_defaults(func=run, threads=1)
+
+
+def _add_limit_args(p: argparse.ArgumentParser) -> None:
+    """Who may connect and how much the server takes on at once."""
     p.add_argument(
         "--allow-origin",
         action="append",
@@ -89,11 +99,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="seconds a client has to send a request's headers, and again its body (default %(default)g)",
     )
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    add_model_args(p)
-    # One engine thread per request: requests run in parallel, and ONNX Runtime's spinning worker threads
-    # otherwise steal the CPU from face detection (benchmarks/realtime.py: 12 vs 7 frames/s on 2 cores).
-    p.set_defaults(func=run, threads=1)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,11 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
+from ferkit.config import load_train_config, load_yaml, to_dict
+from ferkit.errors import ConfigError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -71,10 +76,6 @@ def log_to_console() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from ferkit.config import load_train_config, load_yaml, to_dict
-    from ferkit.errors import ConfigError
 
     # Paths are taken as they are, not parsed as YAML.
     values: dict[str, object] = {k: v for k, v in (("data", args.data), ("out", args.out)) if v}

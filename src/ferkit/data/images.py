@@ -18,7 +18,9 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import cv2
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ferkit.errors import InputError
 
@@ -39,7 +41,6 @@ warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImageP
 
 def to_gray(img: np.ndarray) -> np.ndarray:
     """Any of HxW, HxWx1, HxWx3 (RGB), HxWx4 (RGBA); uint8, uint16 or float in [0,1] -> uint8 HxW."""
-    import cv2
 
     a = np.asarray(img)
     if a.size == 0 or a.ndim not in (2, 3) or min(a.shape[:2]) < 1:
@@ -71,7 +72,6 @@ def to_gray(img: np.ndarray) -> np.ndarray:
 
 def to_face_input(img: np.ndarray, size: int = 48) -> np.ndarray:
     """Grayscale, centre-cropped to a square, resized to size x size (area interpolation when shrinking)."""
-    import cv2
 
     g = to_gray(img)
     h, w = g.shape
@@ -130,7 +130,6 @@ class LoadedImage:
 
 def _clean(e: BaseException) -> str:
     """An exception as a short reason, without object reprs such as ``<_io.BytesIO object at 0x...>``."""
-    from PIL import UnidentifiedImageError
 
     if isinstance(e, UnidentifiedImageError):
         return "unknown or damaged image format"
@@ -192,8 +191,6 @@ def load_image(
 
 
 def _decode(fp: BinaryIO, name: str, max_side: int | None) -> LoadedImage:
-    import cv2
-    from PIL import Image, ImageOps
 
     Image.MAX_IMAGE_PIXELS = None  # ferkit checks the size itself, before decoding
     notes: list[str] = []

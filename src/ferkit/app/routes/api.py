@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, UploadFile
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 
-from ferkit.app.deps import AppSettings, Recognizer, ServerBusy, analyzer_for
+from ferkit.app.deps import AppSettings, Recognizer, ServerBusy, analyzer_for, live_available
 from ferkit.app.schemas import ErrorOut, HealthOut, PredictOut
 from ferkit.data.images import MAX_DECODE_SIDE, load_image
+from ferkit.inference.bundled import bundled_card
 from ferkit.inference.faces import FaceAnalyzer, decode_side, scale_faces
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -133,11 +135,8 @@ def describe_model(settings: Any, recognizer: Any) -> tuple[str, str | None]:
     """A human name for the model and, for the bundled one, its accuracy from the model card."""
     name = str(getattr(recognizer, "name", "model"))
     if settings.model is not None:
-        from pathlib import Path
-
         path = Path(settings.model)
         return (path.name if name == path.stem else f"{path.name} ({name})"), None
-    from ferkit.inference.bundled import bundled_card
 
     card = bundled_card() or {}
     arch = ((card.get("configs") or [{}])[0]).get("model", name)
@@ -153,7 +152,6 @@ def describe_model(settings: Any, recognizer: Any) -> tuple[str, str | None]:
 
 @router.get("/health", response_model=HealthOut, summary="Model and limits of this server")
 def health(request: Request, recognizer: Recognizer, settings: AppSettings) -> dict[str, Any]:
-    from ferkit.app.routes.live import live_available
 
     title, accuracy = describe_model(settings, recognizer)
     detector = str(request.app.state.detector.name)

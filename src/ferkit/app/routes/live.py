@@ -6,7 +6,6 @@ gets ``{"error": ...}`` and the connection stays open.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
@@ -20,11 +19,6 @@ from ferkit.inference.smoothing import FaceSmoother
 
 router = APIRouter(prefix="/api")
 log = logging.getLogger("ferkit.app")
-
-
-def live_available() -> bool:
-    """uvicorn needs 'websockets' or 'wsproto' to speak WebSocket."""
-    return any(importlib.util.find_spec(m) is not None for m in ("websockets", "wsproto"))
 
 
 def origin_allowed(headers: Mapping[str, str], allowed: Sequence[str] = ()) -> bool:

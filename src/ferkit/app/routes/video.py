@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, UploadFile
@@ -65,63 +66,27 @@ async def video(
     settings: AppSettings,
 ) -> NDJSONResponse:
     state = request.app.state
-    data = await file.read()
-    if len(data) > settings.max_video_bytes:
-        raise HTTPException(413, f"upload too large: the limit is {settings.max_video_mb:g} MB")
-    if not data:
-        raise HTTPException(400, "the upload is empty")
-    gate = state.gate
-    if gate.active >= gate.parallel + gate.queue:
-        raise HTTPException(503, "server busy; retry shortly", headers={"Retry-After": "1"})
-    name = _display_name(file.filename)
-    store = state.videos
-    vid = store.new()
-    src = store.upload_path(vid)
-    try:
-        await run_in_threadpool(src.write_bytes, data)
-        del data
-        await run_in_threadpool(probe, src, name, settings.max_video_seconds)
-    except BaseException:
-        src.unlink(missing_ok=True)
-        raise
-
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    cancel = threading.Event()
-    last = [0.0]
-
-    def put(msg: dict[str, Any]) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, msg)
-        except RuntimeError:  # the loop has closed (server shutting down)
-            cancel.set()
-
-    def report(frame: int, frames: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= PROGRESS_EVERY:
-            last[0] = now
-            progress = min(1.0, frame / frames) if frames else 0.0
-            put({"stage": "progress", "frame": frame, "frames": frames, "progress": round(progress, 3)})
-
+    vid, src = await _receive(file, state, settings)
+    job = VideoJob(asyncio.get_running_loop())
     analyzer = analyzer_for(request, recognizer)
 
-    async def job() -> None:
+    async def run() -> None:
         try:
-            async with gate.slot():
-                if cancel.is_set():
+            async with state.gate.slot():
+                if job.cancel.is_set():
                     return
                 result = await run_in_threadpool(
                     process_video,
                     analyzer,
                     src,
-                    store.video_path(vid),
+                    state.videos.video_path(vid),
                     smooth=settings.smooth,
                     max_seconds=settings.max_video_seconds,
-                    cancel=cancel,
-                    report=report,
+                    cancel=job.cancel,
+                    report=job.report,
                 )
-            store.add(vid)
-            put(
+            state.videos.add(vid)
+            job.put(
                 {
                     "stage": "done",
                     "progress": 1.0,
@@ -130,32 +95,77 @@ async def video(
             )
         except Cancelled:
             log.info("video job %s cancelled: the client went away", vid)
-        except ServerBusy as e:
-            put({"stage": "error", "detail": str(e)})
-        except FerkitError as e:
-            put({"stage": "error", "detail": str(e)})
+        except (ServerBusy, FerkitError) as e:
+            job.put({"stage": "error", "detail": str(e)})
         except Exception:  # a bug: the traceback stays in the server log
             log.exception("video job failed")
-            put({"stage": "error", "detail": "internal error"})
+            job.put({"stage": "error", "detail": "internal error"})
         finally:
             src.unlink(missing_ok=True)
 
-    task = asyncio.create_task(job())
+    task = asyncio.create_task(run())
     state.video_jobs.add(task)  # a reference, so the task is not collected mid-run
     task.add_done_callback(state.video_jobs.discard)
+    return NDJSONResponse(job.lines(), headers={"Cache-Control": "no-store"})
 
-    async def lines() -> Any:
+
+async def _receive(file: UploadFile, state: Any, settings: Any) -> tuple[str, Path]:
+    """The upload checked (size, busy server, a readable clip within the duration limit) and stored."""
+    data = await file.read()
+    if len(data) > settings.max_video_bytes:
+        raise HTTPException(413, f"upload too large: the limit is {settings.max_video_mb:g} MB")
+    if not data:
+        raise HTTPException(400, "the upload is empty")
+    gate = state.gate
+    if gate.active >= gate.parallel + gate.queue:
+        raise HTTPException(503, "server busy; retry shortly", headers={"Retry-After": "1"})
+    vid = state.videos.new()
+    src = state.videos.upload_path(vid)
+    try:
+        await run_in_threadpool(src.write_bytes, data)
+        del data
+        await run_in_threadpool(probe, src, _display_name(file.filename), settings.max_video_seconds)
+    except BaseException:
+        src.unlink(missing_ok=True)
+        raise
+    return vid, src
+
+
+class VideoJob:
+    """The bridge between the worker thread (progress, result) and the response stream (JSON lines)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.cancel = threading.Event()
+        self._last = 0.0
+
+    def put(self, msg: dict[str, Any]) -> None:
+        """From any thread: one message for the client."""
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, msg)
+        except RuntimeError:  # the loop has closed (server shutting down)
+            self.cancel.set()
+
+    def report(self, frame: int, frames: int) -> None:
+        """The worker's progress, at most one line per PROGRESS_EVERY seconds."""
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_EVERY:
+            self._last = now
+            progress = min(1.0, frame / frames) if frames else 0.0
+            self.put({"stage": "progress", "frame": frame, "frames": frames, "progress": round(progress, 3)})
+
+    async def lines(self) -> Any:
+        """The response body; when it ends (job over, or the client went away) the job is told to stop."""
         try:
             yield json.dumps({"stage": "progress", "frame": 0, "frames": 0, "progress": 0.0}) + "\n"
             while True:
-                msg = await queue.get()
+                msg = await self.queue.get()
                 yield json.dumps(msg) + "\n"
                 if msg["stage"] != "progress":
                     return
         finally:
-            cancel.set()  # the client went away, or the job is over: either way stop
-
-    return NDJSONResponse(lines(), headers={"Cache-Control": "no-store"})
+            self.cancel.set()
 
 
 _ID = re.compile(r"[0-9a-f]{24}")
