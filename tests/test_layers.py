@@ -195,3 +195,15 @@ def test_lean_install_in_a_fresh_venv(tmp_path):
     probe = f"import importlib.util as u; print([m for m in {EXTRAS_ONLY!r} if u.find_spec(m)])"
     have = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, check=True)
     assert have.stdout.strip() == "[]"
+
+
+def test_library_functions_fit_on_a_screen():
+    """Every function in the library is under 80 lines (the training loop reads top to bottom)."""
+    long = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n >= 80:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, "\n".join(long)
