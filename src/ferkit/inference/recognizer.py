@@ -246,31 +246,24 @@ class Recognizer:
     ) -> Recognizer:
         """A PyTorch ensemble run by PyTorch, or exported to an in-memory ONNX graph (checked like export)."""
         name = ens.names[0] if len(ens.members) == 1 else p.stem
+        engine: Any
         if backend == "torch":
             import torch
 
             if threads:
                 torch.set_num_threads(threads)
             check_device(device)
-            return cls(
-                _TorchEngine(ens, tta, device),
-                name=name,
-                classes=ens.classes,
-                backend="torch",
-                tta=tta,
-                image_size=ens.image_size,
-                device=device,
-                source=str(p),
-            )
-        from ferkit.inference.export import export_onnx, probe_images
+            engine = _TorchEngine(ens, tta, device)
+        else:
+            from ferkit.inference.export import export_onnx, probe_images  # torch: only for torch files
 
-        exported = export_onnx(ens, tta=tta, source=p.name, probes=probe_images(8))
-        model = OnnxModel(exported.data, threads=threads, name=name)
+            exported = export_onnx(ens, tta=tta, source=p.name, probes=probe_images(8))
+            engine = OnnxModel(exported.data, threads=threads, name=name)
         return cls(
-            model,
+            engine,
             name=name,
             classes=ens.classes,
-            backend="onnx",
+            backend=backend,
             tta=tta,
             image_size=ens.image_size,
             device=device,
