@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from media import background
 
-from ferkit.inference.faces import Box, HaarDetector, create_detector, crop_faces
+from ferkit.inference.faces import Box, HaarDetector, create_detector, crop_faces, crop_geometry
 from ferkit.labels import NAME_TO_INDEX
 
 MARGINS = (-0.05, 0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3)
@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--min-side", type=int, default=72)
     ap.add_argument("--max-side", type=int, default=240)
     ap.add_argument("--detector", default="haar")
+    ap.add_argument("--blazeface-model", default="auto", help="auto (= back), short, full or back")
     ap.add_argument("--yunet-model", default=None)
     ap.add_argument("--model", default=None, help="checkpoint/ONNX to measure accuracy per margin")
     ap.add_argument(
@@ -75,7 +76,14 @@ def main() -> None:
     import cv2
 
     faces = load_faces(Path(args.data), args.split, args.n, args.seed)
-    det = HaarDetector() if args.detector == "haar" else create_detector(args.detector, args.yunet_model)
+    det = (
+        HaarDetector()
+        if args.detector == "haar"
+        else create_detector(
+            args.detector, args.blazeface_model if args.detector == "blazeface" else args.yunet_model
+        )
+    )
+    scale, shift = getattr(det, "crop_scale", 1.0), getattr(det, "crop_shift", 0.0)
     rec = None
     if args.model:
         from ferkit import Recognizer
@@ -85,6 +93,7 @@ def main() -> None:
     t0 = time.perf_counter()
     found, false_pos, det_ious, ratios, dxs, dys = 0, 0, [], [], [], []
     crop_ious = {m: [] for m in MARGINS}
+    calibrated_ious: list[float] = []
     crops = {m: [] for m in MARGINS}
     originals, labels = [], []
     for k, (face, label) in enumerate(faces):
@@ -116,6 +125,10 @@ def main() -> None:
         ratios.append(s / side)
         dxs.append((best.x + best.w / 2 - (x0 + s / 2)) / s)
         dys.append((best.y + best.h / 2 - (y0 + s / 2)) / s)
+        g = crop_geometry(best, 0.0, scale=scale, shift=shift, align=False)
+        calibrated_ious.append(
+            truth.iou(Box(round(g.cx - g.side / 2), round(g.cy - g.side / 2), *[round(g.side)] * 2))
+        )
         for m in MARGINS:
             crop_ious[m].append(truth.iou(best.square(m)))
             if rec is not None:
@@ -143,8 +156,22 @@ def main() -> None:
         if ratios
         else None,
         "best_margin_from_ratio": float((np.median(ratios) - 1) / 2) if ratios else None,
-        "centre_offset_over_side": {"dx_mean": float(np.mean(dxs)), "dy_mean": float(np.mean(dys))}
+        "centre_offset_over_side": {
+            "dx_mean": float(np.mean(dxs)),
+            "dy_mean": float(np.mean(dys)),
+            "dy_median": float(np.median(dys)),
+        }
         if dxs
+        else None,
+        # crop_scale = median pasted/detected side; crop_shift = -median dy (detected centre is dy x side
+        # below the pasted one): the calibration that makes the crop match the pasted face.
+        "suggested_crop_scale_shift": [float(np.median(ratios)), -float(np.median(dys))] if ratios else None,
+        "calibration_in_use": [scale, shift],
+        "calibrated_crop_iou": {
+            "mean": float(np.mean(calibrated_ious)),
+            "median": float(np.median(calibrated_ious)),
+        }
+        if calibrated_ious
         else None,
         "margins": {},
         "seconds": round(elapsed, 1),

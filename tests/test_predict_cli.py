@@ -139,3 +139,67 @@ def test_output_into_a_missing_folder_is_a_clear_error(tmp_path, capsys, ckpt):
     img = _png(tmp_path / "x.png", scene(1)[0])
     code, _, err = _run(capsys, img, "--model", ckpt, "-o", tmp_path / "no" / "such" / "out.jsonl")
     assert code == 5 and "does not exist" in err and err.count("\n") == 1
+
+
+def test_video_summary_and_timeline(tmp_path, capsys, ckpt):
+    clip = write_video(tmp_path / "clip.avi", moving_frames(10), fps=10)
+    code, out, err = _run(capsys, clip, "--model", ckpt, "--summary", "--timeline", tmp_path / "t.png")
+    assert code == 0, err
+    assert len(out.splitlines()) == 10  # the rows still go to standard output
+    assert "track 1:" in err and "mostly" in err
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, err = _run(
+        capsys, clip, "--model", ckpt, "--summary", tmp_path / "s.json", "--detect-every", "1"
+    )
+    assert code == 0, err
+    [video] = json.loads((tmp_path / "s.json").read_text())["videos"]
+    assert video["frames"] == 10 and video["analysed_frames"] == 10
+    [track] = video["tracks"]
+    assert track["frames"] == 10 and track["dominant"] in CLASSES
+    assert sum(track["share"].values()) == pytest.approx(1, abs=1e-3)
+
+
+def test_video_options_are_checked_first(tmp_path, capsys, ckpt, monkeypatch):
+    img = _png(tmp_path / "x.png", scene(1)[0])
+    clip = write_video(tmp_path / "clip.avi", moving_frames(4), fps=10)
+    code, _, err = _run(capsys, img, "--model", ckpt, "--summary")
+    assert code == 5 and "apply to videos" in err
+    code, _, err = _run(capsys, clip, "--model", ckpt, "--detect-every", "0")
+    assert code == 5 and "--detect-every" in err
+    code, _, err = _run(capsys, clip, "--model", ckpt, "--timeline", tmp_path / "t.jpg")
+    assert code == 5 and ".png" in err
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "matplotlib" else real(n, *a))
+    code, _, err = _run(capsys, clip, "--model", ckpt, "--timeline", tmp_path / "t.png")
+    assert code == 6 and "[train] extra" in err and err.count("\n") == 1
+
+
+def test_no_face_tiny_face_gray_and_huge_photo(tmp_path, capsys, ckpt):
+    from media import face_patch
+
+    tiny = background(640, 480, seed=2)
+    tiny[300:340, 420:460] = face_patch(40)[0]  # a 19 px face: found, too small to read
+    img, [truth] = scene(1, side=200)
+    gray = img.mean(axis=2).astype("uint8")
+    huge = cv2.resize(img, (6400, 4800))
+    files = {
+        "empty.png": background(seed=5),
+        "tiny.png": tiny,
+        "gray.png": gray[..., None].repeat(3, axis=2),
+        "huge.jpg": huge,
+    }
+    for name, rgb in files.items():
+        _png(tmp_path / "in" / name, rgb)
+    cv2.imwrite(str(tmp_path / "in" / "gray.png"), gray)  # a true one-channel PNG
+    code, out, err = _run(capsys, tmp_path / "in", "--model", ckpt)
+    assert code == 0, err
+    rows = {json.loads(line)["source"].rsplit("/", 1)[-1]: json.loads(line) for line in out.splitlines()}
+    assert set(rows) == {"gray.png", "huge.jpg"}
+    assert "tiny.png: 1 face(s) smaller than --min-face 20 px left out" in err
+    x, y, w, h = rows["huge.jpg"]["box"]  # in the full-size photo's pixels
+    assert abs(x + w / 2 - 10 * (truth[0] + truth[2] / 2)) < 10 * truth[2] * 0.3
+    assert abs(y + h / 2 - 10 * (truth[1] + truth[3] / 2)) < 10 * truth[3] * 0.3
+    code, out, _ = _run(capsys, tmp_path / "in" / "tiny.png", "--model", ckpt, "--min-face", "0")
+    assert code == 0 and len(out.splitlines()) == 1

@@ -1,7 +1,9 @@
 """``ferkit predict``: faces and expressions in images, folders and videos -> JSON lines or CSV.
 
 One row per face: source, frame and time (videos), box, label, score and the seven probabilities in the
-fixed class order. ``--annotate DIR`` also writes the images/videos with boxes and labels drawn.
+fixed class order. ``--annotate DIR`` also writes the images/videos with boxes and labels drawn. Videos
+are followed between detections (``ferkit.inference.tracking``); ``--summary`` and ``--timeline`` report
+each face track.
 """
 
 from __future__ import annotations
@@ -70,16 +72,23 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_face_args(p: argparse.ArgumentParser) -> None:
     """``predict``'s extra face options (BlazeFace network, smallest face, alignment)."""
+    from ferkit.inference.faces import MIN_FACE
+
     g = p.add_argument_group("faces")
     g.add_argument(
         "--blazeface-model",
         default="auto",
         choices=["auto", "short", "full", "back"],
-        help="BlazeFace network: auto (full range, plus tiles for small faces in large images), short "
+        help="BlazeFace network: auto (back-camera model, plus tiles for small faces in images of 512 px or "
+        "more), short "
         "(webcam distance), full or back (default %(default)s)",
     )
     g.add_argument(
-        "--min-face", type=int, default=0, metavar="PX", help="ignore faces smaller than this (pixels)"
+        "--min-face",
+        type=int,
+        default=MIN_FACE,
+        metavar="PX",
+        help="leave out faces smaller than this (pixels; too coarse to read; default %(default)s)",
     )
     g.add_argument(
         "--no-align", action="store_true", help="do not turn faces upright by their eyes before cropping"
@@ -89,11 +98,11 @@ def add_face_args(p: argparse.ArgumentParser) -> None:
 def load_analyzer(args: argparse.Namespace, live: bool = False):
     """Recognizer (loaded once) + detector from the options of ``add_model_args``."""
     from ferkit import Recognizer
-    from ferkit.inference.faces import FaceAnalyzer, create_detector
+    from ferkit.inference.faces import MIN_FACE, FaceAnalyzer, create_detector
 
     if not 0.0 <= args.margin <= 1.0:
         raise InputError(f"--margin must be between 0 and 1, got {args.margin}")
-    min_face, align = getattr(args, "min_face", 0), not getattr(args, "no_align", False)
+    min_face, align = getattr(args, "min_face", MIN_FACE), not getattr(args, "no_align", False)
     if min_face < 0:
         raise InputError(f"--min-face must be at least 0, got {min_face}")
     detector = create_detector(
@@ -140,6 +149,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.4,
         metavar="ALPHA",
         help="videos: weight of the newest frame in the per-face moving average (1: no smoothing)",
+    )
+    p.add_argument(
+        "--detect-every",
+        type=int,
+        default=5,
+        metavar="K",
+        help="videos: full detection every K-th analysed frame, faces followed in between (1: detect every "
+        "frame; default %(default)s)",
+    )
+    p.add_argument(
+        "--summary",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="FILE",
+        help="videos: per face track, the dominant expression and the share of time per expression; printed "
+        "(standard error), or written as JSON to FILE",
+    )
+    p.add_argument(
+        "--timeline",
+        default=None,
+        metavar="PNG",
+        help="videos: plot each track's probabilities over time to this PNG (one per video: NAME-<video>.png "
+        "when there are several; needs the [train] extra for matplotlib)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_max_file_arg(p)
@@ -295,6 +328,9 @@ def _predict_images(items, analyzer, writer, args, progress, warn, note) -> int:
             continue
         for msg in loaded.notes:
             note(msg)
+        too_small = getattr(faces, "too_small", 0)
+        if too_small:
+            note(f"{path}: {too_small} face(s) smaller than --min-face {args.min_face} px left out")
         pending.append((path, root, loaded.pixels if keep else None, loaded.scale, faces))
         held += loaded.pixels.nbytes if keep else 0
         del loaded
@@ -320,12 +356,13 @@ def _write_image(path: Path, rgb) -> None:
     atomic_write_bytes(data.tobytes(), path)
 
 
-def _predict_video(path: Path, root: Path, analyzer, writer, args, tqdm) -> None:
+def _predict_video(path: Path, root: Path, analyzer, writer, args, tqdm) -> dict[str, Any]:
+    """Rows for every analysed frame; returns the video's per-track summary (and writes its timeline)."""
     from ferkit.inference.annotate import draw_faces
-    from ferkit.inference.smoothing import FaceSmoother
+    from ferkit.inference.tracking import VideoFaceTracker, plot_timeline
     from ferkit.inference.video import VideoReader, VideoWriter
 
-    smoother = FaceSmoother(alpha=args.smooth)
+    tracker = VideoFaceTracker(analyzer, detect_every=args.detect_every, smooth=args.smooth)
     with VideoReader(path) as reader:
         out = None
         if args.annotate:
@@ -335,6 +372,7 @@ def _predict_video(path: Path, root: Path, analyzer, writer, args, tqdm) -> None
                 (reader.info.width, reader.info.height),
             )
         faces: list = []
+        n = 0
         bar = tqdm(
             total=reader.info.frames or None,
             desc=path.name,
@@ -346,17 +384,53 @@ def _predict_video(path: Path, root: Path, analyzer, writer, args, tqdm) -> None
         try:
             for i, t, frame, due in reader.frames(args.every, all_frames=out is not None):
                 if due:
-                    faces = smoother.update(analyzer.analyze(frame))
+                    faces = tracker.process(frame, t)
                     writer.write(str(path), faces, frame=i, time=t)
                 if out is not None and frame is not None:  # all_frames: every frame is given
                     if (frame.shape[1], frame.shape[0]) != (reader.info.width, reader.info.height):
                         raise InputError(f"{path}: frame size changes mid-video")
                     out.write(draw_faces(frame, faces, analyzer.classes))
+                n += 1
                 bar.update(1)
         finally:
             bar.close()
             if out is not None:
                 out.close()
+        fps = reader.info.fps
+    if args.timeline:
+        plot_timeline(tracker.timeline, analyzer.classes, args.timeline_path(path), title=path.name)
+    return {
+        "source": str(path),
+        "fps": round(fps, 3),
+        "frames": n,
+        "analysed_frames": tracker.frames,
+        "tracks": tracker.summary(),
+    }
+
+
+def _print_summary(videos: list[dict[str, Any]]) -> None:
+    for v in videos:
+        print(f"{v['source']}: {len(v['tracks'])} track(s) in {v['frames']} frame(s)", file=sys.stderr)
+        for tr in v["tracks"]:
+            shares = sorted(tr["share"].items(), key=lambda kv: -kv[1])
+            top = ", ".join(f"{c} {s:.0%}" for c, s in shares if s >= 0.01)
+            print(
+                f"  track {tr['track']}: {tr['start']:.2f}-{tr['end']:.2f} s, {tr['frames']} frame(s), "
+                f"mostly {tr['dominant']} ({top})",
+                file=sys.stderr,
+            )
+
+
+def _timeline_paths(name: str, videos: list[Path]):
+    """The PNG path per video: ``name`` itself for one video, ``<stem>-<video stem><suffix>`` for several."""
+    out = Path(name)
+    if out.suffix.lower() != ".png":
+        raise InputError(f"--timeline {name}: give a .png file name")
+    if not out.resolve().parent.is_dir():
+        raise InputError(f"cannot write {name}: folder {out.parent} does not exist")
+    if len(videos) <= 1:
+        return lambda _video: out
+    return lambda video: out.with_name(f"{out.stem}-{Path(video).stem}{out.suffix}")
 
 
 @contextlib.contextmanager
@@ -388,6 +462,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"cannot write {args.output}: folder {Path(args.output).parent} does not exist")
     if args.output != "-" and Path(args.output).is_dir():
         raise InputError(f"cannot write {args.output}: it is a folder (-o takes a file name)")
+    if args.detect_every < 1:
+        raise InputError(f"--detect-every must be at least 1, got {args.detect_every}")
+    if (args.summary or args.timeline) and not videos:
+        raise InputError("--summary and --timeline apply to videos; no video among the inputs")
+    if args.summary not in (None, "-") and not Path(args.summary).resolve().parent.is_dir():
+        raise InputError(f"cannot write {args.summary}: folder {Path(args.summary).parent} does not exist")
+    if args.timeline:
+        from ferkit.extras import require
+
+        require("--timeline", "matplotlib")  # before any work is done
+        args.timeline_path = _timeline_paths(args.timeline, [p for p, _, _ in videos])
     if args.annotate and Path(args.annotate).exists() and not Path(args.annotate).is_dir():
         raise InputError(f"--annotate {args.annotate}: not a folder (it is an existing file)")
     problems: list[str] = []
@@ -412,13 +497,20 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             ) as bar:
                 n_images = _predict_images(images, analyzer, writer, args, bar, warn, note)
+        summaries = []
         for path, root, _ in videos:
             try:
-                _predict_video(path, root, analyzer, writer, args, tqdm)
+                summaries.append(_predict_video(path, root, analyzer, writer, args, tqdm))
                 n_videos += 1
             except InputError as e:
                 warn(f"skipped {e}")
         stream.flush()
+    if args.summary == "-":
+        _print_summary(summaries)
+    elif args.summary:
+        from ferkit.io import atomic_write_text
+
+        atomic_write_text(args.summary, json.dumps({"videos": summaries}, indent=2) + "\n")
     print(
         f"ferkit: {writer.count} face(s) in {n_images} image(s) and {n_videos} video(s)"
         + (f"; {len(problems)} input(s) skipped" if problems else ""),

@@ -30,6 +30,9 @@ from ferkit.labels import CLASSES
 DEFAULT_MARGIN = 0.0
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 DETECTORS = ("blazeface", "haar", "yunet")
+# Faces whose box side is under this many pixels are left out by FaceAnalyzer (counted, not classified): a
+# 48x48 crop made from fewer than 20 pixels carries too little of the expression to read.
+MIN_FACE = 20
 DEFAULT_DETECTOR = "blazeface"
 
 
@@ -218,22 +221,76 @@ class YuNetDetector:
         ]
 
 
+# BlazeFace box -> FER2013-like crop per network: (crop_scale, crop_shift). BlazeFace's box is smaller than
+# FER2013's framing and sits lower (it covers eyebrows to chin): medians of pasted/detected side and of the
+# centre offset over 300 PublicTest faces pasted at 72-240 px with 0.3 context (benchmarks/face_margin.py
+# --detector blazeface --blazeface-model M --n 300 --context 0.3): back 1.147 / 0.081, short 1.123 / 0.056,
+# full 1.142 / 0.041.
+CROP_CALIBRATION: dict[str, tuple[float, float]] = {
+    "back": (1.15, -0.08),
+    "short": (1.12, -0.06),
+    "full": (1.14, -0.04),
+}
+
+
+# ``auto``'s score threshold (the back model's own is 0.65), chosen with the check below on
+# benchmarks/detection.py's scenes (320 each, seeds 0 / 1; found / false faces per scene): 0.5 without the
+# check 0.959 / 0.029 and 0.951 / 0.071; 0.5 with it 0.949 / 0.007 and 0.935 / 0.018; 0.4 with it 0.952 /
+# 0.014 and 0.948 / 0.032; 0.3 with it 0.959 / 0.039 and 0.940 / 0.057.
+AUTO_SCORE_THRESHOLD = 0.4
+
+
+# ``auto`` double-checks its less confident faces (score under the back model's own 0.65) with the
+# short-range network on the region around each (2x, then 3x the box side): kept when it scores 0.6 or more.
+# On 200 scenes as in benchmarks/detection.py (seed 1, threshold 0.5) this kept 227 of 230 found faces and
+# 2 of 13 false ones (a plain threshold of 0.6 kept 218 and 2).
+VERIFY_BELOW = 0.65
+VERIFY_SCORE = 0.6
+VERIFY_REGIONS = (2.0, 3.0)
+
+
+def _drop_nested(
+    boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Drop detections lying mostly (>= 60% of their area) inside a larger detection: a tile sees part of a
+    large face (an eye, a cheek) as a small face of its own, and a tile and the whole image can frame one
+    small face too differently for NMS (IoU <= 0.3) to merge them."""
+    if len(boxes) < 2:
+        return boxes, kps, scores
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-6)
+    ix = np.clip(
+        np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0]),
+        0,
+        None,
+    )
+    iy = np.clip(
+        np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], boxes[None, :, 1]),
+        0,
+        None,
+    )
+    inside = (ix * iy / area[:, None] >= 0.6) & (side[None, :] > side[:, None])
+    keep = ~inside.any(axis=1)
+    return boxes[keep], kps[keep], scores[keep]
+
+
 class BlazeFaceDetector:
     """MediaPipe's BlazeFace on ONNX Runtime (bundled; see ``ferkit.inference.blazeface``): boxes, six
     keypoints and a score per face.
 
     ``model``: ``short`` (webcam distance), ``full`` (full range), ``back`` (256 px input) or ``auto``:
-    the back-camera network on the whole image and, for images with a longer side of 1024 px or more, again
-    on four overlapping tiles so small faces are not lost. Why back: on FER2013 faces pasted into scenes
-    (72-240 px in 640x480) it found 90% where full range found 32% and short range 65% (60 faces, this
-    module's measurement; benchmarks/detection.py for the full figures).
+    the back-camera network (score threshold 0.5) on the whole image and, for images with a longer side of
+    512 px or more, again on four overlapping tiles (0.55 of the longer side each) so small faces are not
+    lost; faces it is less sure of are confirmed by the short-range network on the region around them
+    (``verify``, see VERIFY_BELOW). On benchmarks/detection.py's 640x480 scenes (seed 0) auto finds 95% of
+    the faces at 0.014 false faces per scene, back alone 70%, short range 45%, full range 44%, Haar 40%.
     ``min_size`` drops faces whose box is smaller (pixels of the input); ``max_side`` shrinks large images
     first (speed).
     """
 
     name = "blazeface"
     # Box -> FER2013-like crop: side x crop_scale, centre moved crop_shift x side towards the chin
-    # (benchmarks/face_margin.py --detector blazeface).
+    # (negative: towards the forehead); per network, from CROP_CALIBRATION.
     crop_scale = 1.0
     crop_shift = 0.0
 
@@ -246,22 +303,28 @@ class BlazeFaceDetector:
         score_threshold: float | None = None,
         threads: int | None = 1,
         tiles: bool | None = None,
+        verify: bool | None = None,
     ) -> None:
         from ferkit.inference.blazeface import SPECS, BlazeFaceModel
 
         if model not in (*SPECS, "auto"):
             raise ConfigError(f"unknown BlazeFace model {model!r}; use auto, {', '.join(SPECS)}")
         self.model = model
+        if model == "auto" and score_threshold is None:
+            score_threshold = AUTO_SCORE_THRESHOLD
         self.net = BlazeFaceModel(
             "back" if model == "auto" else model, threads=threads, score_threshold=score_threshold
         )
-        self.max_side, self.min_size = max_side, min_size
+        self.max_side, self.min_size, self.threads = max_side, min_size, threads
+        self.crop_scale, self.crop_shift = CROP_CALIBRATION["back" if model == "auto" else model]
         self.tiles = (model == "auto") if tiles is None else tiles
+        self.verify = model == "auto" if verify is None else verify
+        self._verifier: Any = None
 
     def _tiles(self, h: int, w: int) -> list[tuple[int, int, int]]:
         """(x, y, side) of four overlapping square tiles, or none when one pass sees the small faces."""
         side = round(max(h, w) * 0.55)
-        if not self.tiles or max(h, w) < 4 * self.net.spec.size or min(h, w) < self.net.spec.size:
+        if not self.tiles or max(h, w) < 2 * self.net.spec.size or min(h, w) < self.net.spec.size:
             return []
         side = min(side, min(h, w))
         xs = sorted({0, w - side})
@@ -295,11 +358,35 @@ class BlazeFaceDetector:
             boxes, kps, scores = weighted_nms(
                 np.concatenate(parts_b), np.concatenate(parts_k), np.concatenate(parts_s)
             )
+            boxes, kps, scores = _drop_nested(boxes, kps, scores)
+        if self.verify and len(scores) and scores.min() < VERIFY_BELOW:
+            keep = np.array([sc >= VERIFY_BELOW or self._confirmed(rgb, b) for b, sc in zip(boxes, scores)])
+            boxes, kps, scores = boxes[keep], kps[keep], scores[keep]
         boxes, kps = boxes / s, kps / s
         if self.min_size:
             big = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= self.min_size
             boxes, kps, scores = boxes[big], kps[big], scores[big]
         return boxes, kps, scores
+
+    def _confirmed(self, rgb: np.ndarray, box: np.ndarray) -> bool:
+        """Whether the short-range network also sees a face at ``box`` (x0 y0 x1 y1) in a region around it."""
+        from ferkit.inference.blazeface import BlazeFaceModel
+
+        if self._verifier is None:
+            self._verifier = BlazeFaceModel("short", threads=self.threads, score_threshold=VERIFY_SCORE)
+        h, w = rgb.shape[:2]
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        side = max(box[2] - box[0], box[3] - box[1])
+        for k in VERIFY_REGIONS:
+            x0, y0 = max(0, round(cx - k * side / 2)), max(0, round(cy - k * side / 2))
+            x1, y1 = min(w, round(cx + k * side / 2)), min(h, round(cy + k * side / 2))
+            if x1 - x0 < 4 or y1 - y0 < 4:
+                return False
+            found, _, _ = self._verifier.detect(rgb[y0:y1, x0:x1])
+            fx, fy = (found[:, 0] + found[:, 2]) / 2 + x0, (found[:, 1] + found[:, 3]) / 2 + y0
+            if np.any((np.abs(fx - cx) < 0.35 * side) & (np.abs(fy - cy) < 0.35 * side)):
+                return True
+        return False
 
     def detect(self, image: np.ndarray) -> list[Box]:
         boxes, kps, scores = self.detect_arrays(image)
@@ -456,7 +543,12 @@ KEYPOINT_NAMES = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_e
 
 
 class Faces(list[Face]):
-    """The faces of one image, left to right, with conversions to plain records and a DataFrame."""
+    """The faces of one image, left to right, with conversions to plain records and a DataFrame.
+
+    ``too_small``: faces the detector found but that were left out as smaller than the analyzer's
+    ``min_face`` (too few pixels to read an expression from)."""
+
+    too_small: int = 0
 
     def to_records(self) -> list[dict[str, Any]]:
         return [f.to_record() for f in self]
@@ -536,7 +628,8 @@ class FaceAnalyzer:
 
     ``recognizer``: a loaded ``Recognizer`` or None (``model``, default the bundled model, is loaded);
     ``detector``: a detector object or name (``blazeface``, ``haar``; default BlazeFace); ``min_face``:
-    smallest face side in pixels to keep; ``align``: turn faces upright by their eyes before cropping.
+    smallest face side in pixels to keep (default 20: smaller faces are found but too coarse to read; they
+    are counted in ``Faces.too_small``); ``align``: turn faces upright by their eyes before cropping.
     ``analyze_many`` runs one engine call for the crops of all the images given (throughput on folders).
     """
 
@@ -547,7 +640,7 @@ class FaceAnalyzer:
         margin: float = DEFAULT_MARGIN,
         *,
         model: str | Path | None = None,
-        min_face: int = 0,
+        min_face: int = MIN_FACE,
         align: bool = True,
     ) -> None:
         if recognizer is None:
@@ -564,9 +657,13 @@ class FaceAnalyzer:
     def classes(self) -> list[str]:
         return list(self.recognizer.classes)
 
-    def detect(self, image: Any) -> list[Face]:
+    def detect(self, image: Any) -> Faces:
         image = _as_image(image)
-        boxes = self.detector.detect(image)
+        return self.faces_from_boxes(image, self.detector.detect(image))
+
+    def faces_from_boxes(self, image: np.ndarray, boxes: Sequence[Box]) -> Faces:
+        """Unclassified faces (crops) of ``boxes`` in a decoded image, smaller than ``min_face`` dropped."""
+        n = len(boxes)
         if self.min_face:
             boxes = [b for b in boxes if max(b.w, b.h) >= self.min_face]
         faces = crop_faces(
@@ -580,7 +677,9 @@ class FaceAnalyzer:
         classes = tuple(self.classes)
         for f in faces:
             f.classes = classes
-        return Faces(faces)
+        out = Faces(faces)
+        out.too_small = n - len(boxes)
+        return out
 
     def classify(self, faces: list[Face]) -> list[Face]:
         """Fill in ``probs`` for all faces with one engine call."""
@@ -592,9 +691,11 @@ class FaceAnalyzer:
 
     def analyze(self, image: Any) -> Faces:
         """Every face in ``image`` (array, PIL image, path or encoded bytes), classified, left to right."""
-        return Faces(self.classify(self.detect(image)))
+        faces = self.detect(image)
+        self.classify(faces)
+        return faces
 
-    def analyze_many(self, images: Sequence[Any]) -> list[list[Face]]:
+    def analyze_many(self, images: Sequence[Any]) -> list[Faces]:
         per_image = [self.detect(im) for im in images]
         self.classify([f for faces in per_image for f in faces])
         return per_image
