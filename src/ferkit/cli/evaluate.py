@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--split",
         default="PrivateTest",
         help='split to evaluate (default PrivateTest); "all" for every row; class folders without '
-        "official splits are loaded as Training",
+        'official splits are loaded as Training; "heldout": the fixed held-out part of such data '
+        "(AffectNet's second validation set, which training with aux_sampling=per_batch never sees)",
     )
     p.add_argument(
         "--tta",

@@ -15,6 +15,7 @@ import numpy as np
 from ferkit import __version__
 from ferkit.data.audit import in_other_split
 from ferkit.data.dataset import FaceDataset
+from ferkit.data.heldout import HELDOUT, split_heldout
 from ferkit.data.load import load_dataset
 from ferkit.errors import DataError
 from ferkit.evaluation.metrics import compute_metrics
@@ -36,6 +37,15 @@ def duplicate_mask(dataset: FaceDataset, split: str, reference: str = REFERENCE)
     return np.asarray(in_other_split(dataset, split, reference=reference), dtype=bool)
 
 
+def with_heldout(dataset: FaceDataset, split: str) -> FaceDataset:
+    """For ``split="heldout"`` on data without such a split (AffectNet's class folders): the dataset with
+    its fixed held-out part marked (ferkit.data.heldout), the part training with aux_sampling=per_batch
+    validates on; otherwise the dataset as it is."""
+    if split == HELDOUT and HELDOUT not in dataset.split_names():
+        return split_heldout(dataset)
+    return dataset
+
+
 def select(dataset: FaceDataset, split: str) -> FaceDataset:
     """The rows evaluated: one split, or all of them for ``split="all"``."""
     if split == ALL:
@@ -43,7 +53,8 @@ def select(dataset: FaceDataset, split: str) -> FaceDataset:
     if split not in dataset.split_names():
         raise DataError(
             f"split {split!r} not found in the data (available: "
-            f"{', '.join(dataset.split_names()) or 'none'}, or {ALL!r} for every row)"
+            f"{', '.join(dataset.split_names()) or 'none'}, {HELDOUT!r} for an auxiliary dataset's "
+            f"held-out part, or {ALL!r} for every row)"
         )
     return dataset.split(split)
 
@@ -62,6 +73,7 @@ def evaluate_dataset(
     result then says how many. It reuses the predictions (no second pass).
     """
     check_tta(tta)
+    dataset = with_heldout(dataset, split)
     rows = select(dataset, split)
     classes = list(getattr(scorer, "classes", None) or [])
     probs, member_probs = scorer.proba_with_members(rows.images, tta)
