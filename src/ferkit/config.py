@@ -20,6 +20,12 @@ Scheduler = Literal["plateau", "cosine", "onecycle", "none"]
 Balance = Literal["none", "ros", "smote", "smote_tomek", "smote_enn", "class_weight", "sampler"]
 Protocol = Literal["official", "study"]
 AugmentSubset = Literal["all", "balanced"]
+# How auxiliary data (AffectNet) joins training: "pooled" adds aux_ratio x len(Training) of its images to
+# the training set (the study grid's rows; no held-out part); "per_batch" holds a fixed part out as a
+# second validation set and fills a fixed share of every batch from the rest.
+AuxSampling = Literal["pooled", "per_batch"]
+AuxBalance = Literal["none", "sampler"]
+SelectOn = Literal["mean", "val", "aux_val"]
 
 
 @dataclass
@@ -47,6 +53,19 @@ class AugmentConfig:
     noise_std: float = 0.0  # Gaussian noise sigma (on [0,1] pixels); 0 = off
     noise_prob: float = 0.0
     brightness: float = 0.0  # max relative change of brightness/contrast; 0 = off
+    # Augmentation for faces from other cameras (all off by default; see ferkit.data.augment):
+    contrast: float = 0.0  # contrast gain log-uniform in [1/(1+c), 1+c] about the image mean; 0 = off
+    gamma: float = 0.0  # gamma log-uniform in [exp(-g), exp(g)] on [0,1] pixels; 0 = off
+    blur: float = 0.0  # probability of a Gaussian blur
+    blur_sigma: tuple[float, float] = (0.4, 1.5)  # pixels of the 48x48 face, uniform
+    jpeg: float = 0.0  # probability of JPEG compression (8x8 DCT quantisation on the device)
+    jpeg_quality: tuple[int, int] = (20, 90)  # JPEG quality, uniform
+    # Detector-like crop errors (Gaussian, folded into the same affine warp): probability, then the
+    # spread of the crop's scale (log), centre shift (fraction of the side) and residual roll (degrees).
+    crop_jitter: float = 0.0
+    crop_scale_std: float = 0.08
+    crop_shift_std: float = 0.05
+    crop_roll_std: float = 5.0
     crop: int = 40  # side of the random crop fed to the model
     # "balanced": also add augmented copies of a random class-balanced subset, transformed by ``copies``
     # (the study's augmentation); "all": no copies, only the per-batch augmentation above.
@@ -65,7 +84,14 @@ class TrainConfig:
     train_split: str = "Training"
     val_split: str = "PublicTest"
     aux_data: str | None = None  # e.g. an AffectNet class-folder tree
-    aux_ratio: float = 0.0  # auxiliary images per FER2013 training image (0 = none)
+    # Auxiliary images per FER2013 training image (0 = none); per_batch: each batch holds
+    # round(batch_size x r / (1 + r)) auxiliary images, and an epoch is one pass over FER2013 Training.
+    aux_ratio: float = 0.0
+    aux_sampling: AuxSampling = "pooled"
+    aux_balance: AuxBalance = "none"  # per_batch: "sampler" draws the auxiliary share class-balanced
+    # per_batch: the best checkpoint (and plateau schedule, early stopping) follows PublicTest accuracy
+    # ("val"), the auxiliary held-out accuracy ("aux_val") or their mean; without one it is PublicTest's.
+    select_on: SelectOn = "mean"
     balance: Balance = "none"
     protocol: Protocol = "official"  # "study": the study's leaky resample-then-split protocol
     epochs: int = 300

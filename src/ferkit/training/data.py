@@ -16,6 +16,7 @@ from ferkit.config import Balance, TrainConfig, check_choices
 from ferkit.data.affectnet import load_affectnet
 from ferkit.data.balance import augment_balanced_subset, resample
 from ferkit.data.dataset import FaceDataset, stratified_subsample
+from ferkit.data.heldout import HELDOUT, split_heldout
 from ferkit.data.study_protocol import study_split
 from ferkit.errors import ConfigError
 from ferkit.labels import NUM_CLASSES
@@ -34,6 +35,13 @@ class TrainingData:
     class_weights: np.ndarray | None = None  # for class-weighted cross-entropy
     sample_weights: np.ndarray | None = None  # for a class-balanced sampler
     notes: dict | None = None  # counts before/after resampling, auxiliary images added, ...
+    # aux_sampling=per_batch: the auxiliary training part (its share of each batch drawn from here) and
+    # its held-out part (the second validation set).
+    aux_images: np.ndarray | None = None
+    aux_labels: np.ndarray | None = None
+    aux_sample_weights: np.ndarray | None = None  # aux_balance=sampler
+    aux_val_images: np.ndarray | None = None
+    aux_val_labels: np.ndarray | None = None
 
 
 def inverse_frequency(labels: np.ndarray) -> np.ndarray:
@@ -54,6 +62,12 @@ def _check_splits(cfg: TrainConfig) -> None:
             )
         if cfg.train_split == cfg.val_split:
             raise ConfigError(f"train_split and val_split are both {cfg.train_split!r}")
+    elif cfg.aux_sampling == "per_batch" and cfg.aux_data:
+        raise ConfigError(
+            "aux_sampling=per_batch needs protocol=official (the study protocol pools its data)"
+        )
+    if cfg.aux_ratio < 0:
+        raise ConfigError(f"aux_ratio must be at least 0, got {cfg.aux_ratio}")
 
 
 def _add_auxiliary(
@@ -65,6 +79,30 @@ def _add_auxiliary(
     idx = np.random.default_rng(cfg.seed).choice(len(aux), size=n_aux, replace=False)
     notes["aux_images"] = int(n_aux)
     return np.concatenate([x, aux.images[idx]]), np.concatenate([y, aux.labels[idx]])
+
+
+def _auxiliary_domain(cfg: TrainConfig, path: str, notes: dict) -> dict[str, np.ndarray | None]:
+    """aux_sampling=per_batch: ``path`` split into its training part and its fixed held-out part
+    (ferkit.data.heldout); the held-out part is never trained on."""
+    aux = split_heldout(load_affectnet(path, skip_bad=cfg.skip_bad))
+    train, val = aux.split("Training"), aux.split(HELDOUT)
+    weights = None
+    if cfg.aux_balance == "sampler":
+        weights = inverse_frequency(train.labels)[train.labels].astype(np.float64)
+    notes["aux"] = {
+        "path": path,
+        "sampling": cfg.aux_sampling,
+        "train_counts": train.class_counts().tolist(),
+        "heldout_counts": val.class_counts().tolist(),
+        "skipped": {k: int(v) for k, v in aux.skipped.items() if v},
+    }
+    return {
+        "aux_images": train.images,
+        "aux_labels": train.labels,
+        "aux_sample_weights": weights,
+        "aux_val_images": val.images,
+        "aux_val_labels": val.labels,
+    }
 
 
 def skipped_note(dataset: FaceDataset) -> dict[str, int]:
@@ -100,7 +138,9 @@ def prepare_training_data(cfg: TrainConfig, dataset: FaceDataset) -> TrainingDat
         x_aug, y_aug = augment_balanced_subset(x, y, cfg.augment, seed=cfg.seed)
         x, y = np.concatenate([x, x_aug]), np.concatenate([y, y_aug])
         notes["augmented_copies"] = len(y_aug)
-    if cfg.aux_data and cfg.aux_ratio > 0:
+    # per_batch with aux_ratio 0: the held-out part is still reported (a FER2013-only baseline).
+    per_batch = cfg.aux_sampling == "per_batch" and bool(cfg.aux_data)
+    if cfg.aux_data and cfg.aux_ratio > 0 and not per_batch:
         x, y = _add_auxiliary(cfg, cfg.aux_data, x, y, notes)
     class_weights = sample_weights = None
     if cfg.balance == "class_weight":
@@ -110,4 +150,5 @@ def prepare_training_data(cfg: TrainConfig, dataset: FaceDataset) -> TrainingDat
     elif cfg.balance != "none" and not study:
         x, y = resample(x, y, cfg.balance, seed=cfg.seed)
     notes["train_counts"] = np.bincount(y, minlength=NUM_CLASSES).tolist()
-    return TrainingData(x, y, val.images, val.labels, class_weights, sample_weights, notes)
+    aux = _auxiliary_domain(cfg, str(cfg.aux_data), notes) if per_batch and not study else {}
+    return TrainingData(x, y, val.images, val.labels, class_weights, sample_weights, notes, **aux)

@@ -2,7 +2,10 @@
 (fresh, fine-tuned or resumed), then per epoch calls ``train_one_epoch``, ``validate`` and ``save_epoch``.
 
 Protocol: train on ``cfg.train_split`` (Training), choose the schedule, early stopping and the best
-checkpoint on ``cfg.val_split`` (PublicTest). PrivateTest is never touched here.
+checkpoint on ``cfg.val_split`` (PublicTest). PrivateTest is never touched here. With
+``aux_sampling=per_batch`` each batch also holds a fixed share of auxiliary faces (AffectNet), the
+auxiliary held-out part is validated every epoch too (``aux_val_*``), and ``cfg.select_on`` picks what
+selection follows (``select_acc``: PublicTest, the held-out part, or their mean).
 Runs under ``torchrun --nproc_per_node=N`` with DistributedDataParallel (gloo on CPU, nccl on GPU); only
 rank 0 logs and saves. Progress goes to the ``ferkit.training.loop`` logger (the CLI shows it).
 """
@@ -126,10 +129,17 @@ class DeviceData:
     y_val: torch.Tensor
     class_weights: torch.Tensor | None = None  # for class-weighted cross-entropy (on the device)
     sample_weights: torch.Tensor | None = None  # for a class-balanced sampler (on the CPU)
+    x_aux: torch.Tensor | None = None  # aux_sampling=per_batch: the auxiliary training part
+    y_aux: torch.Tensor | None = None
+    aux_weights: torch.Tensor | None = None  # aux_balance=sampler (on the CPU)
+    x_aux_val: torch.Tensor | None = None  # the auxiliary held-out part (second validation set)
+    y_aux_val: torch.Tensor | None = None
 
 
 def to_device(data: TrainingData, device: torch.device) -> DeviceData:
-    def put(a: np.ndarray, dtype: Any = None) -> torch.Tensor:
+    def put(a: np.ndarray | None, dtype: Any = None) -> Any:
+        if a is None:
+            return None
         return torch.from_numpy(np.ascontiguousarray(a if dtype is None else a.astype(dtype))).to(device)
 
     return DeviceData(
@@ -139,7 +149,21 @@ def to_device(data: TrainingData, device: torch.device) -> DeviceData:
         put(data.val_labels, np.int64),
         torch.tensor(data.class_weights, device=device) if data.class_weights is not None else None,
         torch.tensor(data.sample_weights) if data.sample_weights is not None else None,
+        put(data.aux_images),
+        put(data.aux_labels, np.int64),
+        torch.tensor(data.aux_sample_weights) if data.aux_sample_weights is not None else None,
+        put(data.aux_val_images),
+        put(data.aux_val_labels, np.int64),
     )
+
+
+def aux_per_batch(cfg: TrainConfig, data: DeviceData) -> int:
+    """Auxiliary faces in each batch: round(batch x r / (1 + r)) for aux_ratio r, at least one FER2013
+    face left; 0 without an auxiliary training part."""
+    if data.x_aux is None or len(data.x_aux) == 0 or cfg.aux_ratio <= 0:
+        return 0
+    k = round(cfg.batch_size * cfg.aux_ratio / (1 + cfg.aux_ratio))
+    return min(max(k, 1), cfg.batch_size - 1)
 
 
 def initial_meta(cfg: TrainConfig, data: TrainingData) -> ModelMeta:
@@ -219,10 +243,12 @@ class RunState:
         return self.sched is not None and not isinstance(self.sched, ReduceLROnPlateau)
 
     def add(self, record: dict[str, Any]) -> bool:
-        """Append an epoch's record; True when its validation accuracy is the best so far."""
+        """Append an epoch's record; True when its selection accuracy (``select_acc`` when there is an
+        auxiliary validation set, else PublicTest's ``val_acc``) is the best so far."""
         self.history.append(record)
-        improved = record["val_acc"] > self.best
-        self.best, self.since_best = (record["val_acc"], 0) if improved else (self.best, self.since_best + 1)
+        score = record.get("select_acc", record["val_acc"])
+        improved = score > self.best
+        self.best, self.since_best = (score, 0) if improved else (self.best, self.since_best + 1)
         return improved
 
 
@@ -332,16 +358,19 @@ def _restore(state: RunState, ckpt: dict[str, Any], path: Path) -> None:
     state.history = list(ckpt["history"])
 
 
-def new_state(cfg: TrainConfig, meta: ModelMeta, rt: Runtime, n_train: int, resume: bool) -> RunState:
+def new_state(
+    cfg: TrainConfig, meta: ModelMeta, rt: Runtime, n_train: int, resume: bool, n_aux: int = 0
+) -> RunState:
     """The run's model, optimizer, scheduler and RNGs: fresh, fine-tuned from ``cfg.finetune_from``, or
-    (``resume``) restored from ``last.pt``."""
+    (``resume``) restored from ``last.pt``. ``n_aux``: auxiliary faces per batch (one epoch is one pass
+    over the ``n_train`` FER2013 faces, ``batch_size - n_aux`` at a time)."""
     ckpt, path = load_resume_checkpoint(Path(cfg.out)) if resume else (None, None)
     if ckpt is not None:
         _check_same_settings(cfg, ckpt)
     model = create_model(cfg.model, **cfg.model_args).to(rt.device)
     if cfg.finetune_from and not resume:
         _load_finetune(cfg, cfg.finetune_from, model, meta)
-    steps = max(1, n_train // (cfg.batch_size * rt.world))
+    steps = max(1, n_train // ((cfg.batch_size - n_aux) * rt.world))
     opt = make_optimizer(cfg, model.parameters())
     sched = make_scheduler(cfg, opt, steps, kind=_scheduler_kind(cfg, ckpt))
     gens = {
@@ -357,7 +386,9 @@ def new_state(cfg: TrainConfig, meta: ModelMeta, rt: Runtime, n_train: int, resu
 # ---------------------------------------------------------------------------------------------- epoch
 
 
-def _epoch_order(cfg: TrainConfig, rt: Runtime, state: RunState, data: DeviceData) -> torch.Tensor:
+def _epoch_order(
+    cfg: TrainConfig, rt: Runtime, state: RunState, data: DeviceData, per_batch: int
+) -> torch.Tensor:
     """This rank's training indices for one epoch (weighted with replacement for the sampler)."""
     g = state.gens["cpu"]
     if data.sample_weights is not None:
@@ -366,7 +397,20 @@ def _epoch_order(cfg: TrainConfig, rt: Runtime, state: RunState, data: DeviceDat
         )
     else:
         order = torch.randperm(len(data.y_train), generator=g)
-    return order[rt.rank :: rt.world][: state.steps_per_epoch * cfg.batch_size].to(rt.device)
+    return order[rt.rank :: rt.world][: state.steps_per_epoch * per_batch].to(rt.device)
+
+
+def _aux_order(rt: Runtime, state: RunState, data: DeviceData, per_batch: int) -> torch.Tensor:
+    """This rank's auxiliary indices for one epoch: class-weighted draws (aux_balance=sampler) or
+    successive permutations of the auxiliary part, as many as the epoch's batches need."""
+    assert data.y_aux is not None
+    g, need = state.gens["cpu"], state.steps_per_epoch * per_batch * rt.world
+    if data.aux_weights is not None:
+        order = torch.multinomial(data.aux_weights, need, replacement=True, generator=g)
+    else:
+        n = len(data.y_aux)
+        order = torch.cat([torch.randperm(n, generator=g) for _ in range(-(-need // n))])[:need]
+    return order[rt.rank :: rt.world].to(rt.device)
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> AbstractContextManager[Any]:
@@ -395,16 +439,22 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass: augment each batch on the device, step ``task``'s loss; returns loss, accuracy, images."""
     net.train()
-    order = _epoch_order(cfg, rt, state, data)
+    k = aux_per_batch(cfg, data)
+    bs = cfg.batch_size - k  # FER2013 faces per batch; k auxiliary faces join them
+    order = _epoch_order(cfg, rt, state, data, bs)
+    aux_order = _aux_order(rt, state, data, k) if k else None
     amp = _autocast(cfg, rt.device)
-    bs = cfg.batch_size
     loss_sum = torch.zeros((), device=rt.device)
     correct = torch.zeros((), device=rt.device)
     n_seen = 0
     for step in _batches(cfg, rt, epoch, state.steps_per_epoch):
         idx = order[step * bs : (step + 1) * bs]
-        crops = augment_batch(data.x_train[idx], cfg.augment, state.gens["aug"])
-        x, y = normalize(crops, state.meta), data.y_train[idx]
+        faces, y = data.x_train[idx], data.y_train[idx]
+        if aux_order is not None and data.x_aux is not None and data.y_aux is not None:
+            aidx = aux_order[step * k : (step + 1) * k]
+            faces, y = torch.cat([faces, data.x_aux[aidx]]), torch.cat([y, data.y_aux[aidx]])
+        crops = augment_batch(faces, cfg.augment, state.gens["aug"])
+        x = normalize(crops, state.meta)
         with amp:
             logits = net(x)
             loss = task.loss(logits, y, crops)
@@ -444,20 +494,40 @@ def evaluate_arrays(
     }
 
 
-def validate(state: RunState, data: DeviceData) -> dict[str, float]:
-    """Validation metrics; a plateau scheduler steps on the validation accuracy."""
+def selection_score(cfg: TrainConfig, val: dict[str, float]) -> float:
+    """What selection follows when there is an auxiliary validation set (``cfg.select_on``)."""
+    if cfg.select_on == "val":
+        return val["val_acc"]
+    if cfg.select_on == "aux_val":
+        return val["aux_val_acc"]
+    return (val["val_acc"] + val["aux_val_acc"]) / 2
+
+
+def validate(cfg: TrainConfig, state: RunState, data: DeviceData) -> dict[str, float]:
+    """Validation metrics on PublicTest and, when there is one, the auxiliary held-out part (``aux_``
+    keys, and ``select_acc``); a plateau scheduler steps on the accuracy selection follows."""
     val = evaluate_arrays(state.model, state.meta, data.x_val, data.y_val)
+    if data.x_aux_val is not None and data.y_aux_val is not None and len(data.y_aux_val):
+        aux = evaluate_arrays(state.model, state.meta, data.x_aux_val, data.y_aux_val)
+        val.update({f"aux_{k}": v for k, v in aux.items()})
+        val["select_acc"] = selection_score(cfg, val)
     if state.sched is not None and not state.per_batch:
-        state.sched.step(val["val_acc"])
+        state.sched.step(val.get("select_acc", val["val_acc"]))
     return val
 
 
 def epoch_line(record: dict[str, Any], improved: bool) -> str:
     """The one line logged per epoch."""
+    aux = (
+        f" | aux val acc {record['aux_val_acc']:.4f} balanced {record['aux_val_balanced_acc']:.4f}"
+        f" | select {record['select_acc']:.4f}"
+        if "aux_val_acc" in record
+        else ""
+    )
     return (
         f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
         f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f} "
-        f"balanced {record['val_balanced_acc']:.4f}"
+        f"balanced {record['val_balanced_acc']:.4f}{aux}"
         f" | lr {record['lr']:.2e} | {record['images_per_s']:.0f} img/s{'  *best*' if improved else ''}"
     )
 
@@ -508,10 +578,14 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(ep, [h["train_loss"] for h in history], label="train")
     a.plot(ep, [h["val_loss"] for h in history], label="validation")
-    a.set_xlabel("epoch"), a.set_ylabel("cross-entropy"), a.legend()
     b.plot(ep, [h["train_acc"] for h in history], label="train (augmented)")
     b.plot(ep, [h["val_acc"] for h in history], label="validation")
     b.plot(ep, [h["val_balanced_acc"] for h in history], label="validation, balanced")
+    if all("aux_val_acc" in h for h in history):
+        a.plot(ep, [h["aux_val_loss"] for h in history], label="auxiliary held-out")
+        b.plot(ep, [h["aux_val_acc"] for h in history], label="auxiliary held-out")
+        b.plot(ep, [h["aux_val_balanced_acc"] for h in history], label="auxiliary held-out, balanced")
+    a.set_xlabel("epoch"), a.set_ylabel("cross-entropy"), a.legend()
     b.set_xlabel("epoch"), b.set_ylabel("accuracy"), b.legend()
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
@@ -534,7 +608,8 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
     if len(data.train_labels) == 0 or len(data.val_labels) == 0:
         raise ConfigError("training or validation split is empty")
     device_data = to_device(data, rt.device)
-    state = new_state(cfg, initial_meta(cfg, data), rt, len(device_data.y_train), resume)
+    n_aux = aux_per_batch(cfg, device_data)
+    state = new_state(cfg, initial_meta(cfg, data), rt, len(device_data.y_train), resume, n_aux)
     task = make_task(cfg, device_data.class_weights, rt.device, state.meta.classes)
     net = state.model
     if rt.distributed:
@@ -546,7 +621,7 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
     for epoch in range(first, cfg.epochs + 1):
         t0 = time.time()
         train = train_one_epoch(cfg, rt, state, task, net, device_data, epoch)
-        val = validate(state, device_data)
+        val = validate(cfg, state, device_data)
         record = {
             "epoch": epoch,
             "train_loss": train["train_loss"],
