@@ -43,7 +43,7 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 def _ensure_builtin() -> None:
     # Import the model families here (not as a side effect of some other import) so the registry is full.
-    from ferkit.models import vgg  # noqa: F401
+    from ferkit.models import sepres, vgg  # noqa: F401
 
 
 def list_models(pattern: str = "*") -> list[str]:

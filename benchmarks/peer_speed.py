@@ -1,0 +1,196 @@
+"""ferkit against the `fer` package, side by side in one run, on FER2013 PrivateTest crops.
+
+The peer (its bundled quantised mini-Xception, TFLite, batch 64, 2 threads) runs in its own venv through
+../shared/tools/peer_fer_speed.py, before and after ferkit's rows, so both see the same machine load.
+ferkit's rows (ONNX Runtime, batch 64 over all PrivateTest faces, like the peer):
+
+- the bundled model as shipped (centre + mirror crops), and its centre crop alone: the centre-crop graph
+  is rebuilt from the shipped graph's own weights (BatchNorm folded into the convolutions, temperature and
+  prior-correction offsets kept) and checked against it at the mirror setting first;
+- both as static int8 (``ferkit.inference.quantize.to_int8``, calibrated on 512 Training faces);
+- optionally registered architectures with random weights (speed only), e.g. ``--models sepres_fer``.
+
+Accuracy change is reported on PublicTest only (nothing is tuned on PrivateTest, whose faces here only
+time the engines). Run:
+
+    PEER=$(bash ../shared/tools/setup_peer_venv.sh)
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/peer_speed.py --data ../shared/data/fer2013 --peer "$PEER" \\
+        --models sepres_fer
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from ferkit.data.load import load_dataset
+from ferkit.inference.export import export_onnx
+from ferkit.inference.quantize import to_int8
+from ferkit.models import create_model
+from ferkit.models.ensemble import Ensemble
+from ferkit.models.onnx import OnnxModel
+from ferkit.models.registry import ModelMeta
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "src" / "ferkit" / "weights" / "default.onnx"
+PEER_TOOL = ROOT.parent / "shared" / "tools" / "peer_fer_speed.py"
+
+
+def _logit_bias(graph: onnx.GraphProto) -> list[float] | None:
+    """The prior-correction offsets: the 7-vector constant added after the temperature division."""
+    consts = {
+        n.output[0]: numpy_helper.to_array(a.t)
+        for n in graph.node
+        if n.op_type == "Constant"
+        for a in n.attribute
+        if a.name == "value"
+    }
+    for n in graph.node:
+        if n.op_type == "Add":
+            for i in n.input:
+                if i in consts and consts[i].size == 7:
+                    return [float(v) for v in consts[i].ravel()]
+    return None
+
+
+def bundled_as_torch(path: Path = BUNDLED) -> Ensemble:
+    """The shipped vgg_fer_w32 rebuilt in PyTorch from its ONNX graph: convolutions carry the folded
+    BatchNorm, so each BatchNorm is set to the identity."""
+    import json
+
+    proto = onnx.load(str(path))
+    meta_props = {p.key: p.value for p in proto.metadata_props}
+    member = json.loads(meta_props["members"])[0]
+    inits = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in proto.graph.initializer}
+    model = create_model(member["model"]).eval()
+    folded = iter([inits[n] for n in sorted((k for k in inits if k.startswith("onnx::Conv_")), key=_num)])
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.weight.data, m.bias.data = next(folded), next(folded)
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.fill_(1), m.bias.data.zero_(), m.running_mean.zero_()
+            m.running_var.fill_(1 - m.eps)
+    for name, p in model.named_parameters():
+        key = f"ensemble.members.0.{name}"
+        if key in inits:
+            p.data = inits[key]
+    meta = ModelMeta(
+        member["model"],
+        mean=member["mean"],
+        std=member["std"],
+        input_size=member["input_size"],
+        temperature=member["temperature"],
+        logit_bias=_logit_bias(proto.graph),
+    )
+    return Ensemble([model], [meta], names=["bundled"]).eval()
+
+
+def _num(name: str) -> int:
+    return int(name.rsplit("_", 1)[1])
+
+
+def faces_per_s(model: OnnxModel, faces: np.ndarray, batch: int, repeat: int) -> float:
+    """Median faces/s over ``repeat`` passes through all ``faces`` in batches of ``batch``."""
+    model(faces[:batch])
+    rates = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for i in range(0, len(faces), batch):
+            model(faces[i : i + batch])
+        rates.append(len(faces) / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+def accuracy(model: OnnxModel, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(top-1, balanced accuracy) in percent."""
+    pred = model.predict_proba(images).argmax(1)
+    recalls = [float((pred[labels == c] == c).mean()) for c in np.unique(labels)]
+    return 100 * float((pred == labels).mean()), 100 * float(np.mean(recalls))
+
+
+def run_peer(peer: str, data: str, repeat: int) -> float:
+    out = subprocess.run(
+        [peer, str(PEER_TOOL), data, "--repeat", str(repeat)], capture_output=True, text=True, check=True
+    ).stdout
+    return float(re.findall(r"peer faces/s (\d+)", out)[-1])
+
+
+def variants(args: argparse.Namespace, calib: np.ndarray, probes: np.ndarray) -> dict[str, bytes]:
+    """Name -> ONNX graph of every ferkit row."""
+    shipped = BUNDLED.read_bytes()
+    ens = bundled_as_torch()
+    rebuilt = export_onnx(ens, tta="mirror", probes=probes[:4]).data
+    diff = np.abs(OnnxModel(rebuilt).predict_proba(probes) - OnnxModel(shipped).predict_proba(probes)).max()
+    print(f"# rebuilt bundled model vs default.onnx (mirror), max |dp| on {len(probes)} faces: {diff:.2e}")
+    center = export_onnx(ens, tta="center", probes=probes[:4]).data
+    out = {
+        "bundled, centre+mirror (shipped)": shipped,
+        "bundled, centre crop": center,
+        "bundled, centre+mirror, int8 static": to_int8(shipped, "static", calib),
+        "bundled, centre crop, int8 static": to_int8(center, "static", calib),
+    }
+    for name in args.models:
+        torch.manual_seed(0)
+        m = Ensemble([create_model(name).eval()], [ModelMeta(name)], names=[name]).eval()
+        data = export_onnx(m, tta="center", probes=probes[:4]).data
+        out[f"{name} (random weights), centre crop"] = data
+        out[f"{name} (random weights), centre crop, int8 static"] = to_int8(data, "static", calib)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="FER2013 class folders (../shared/data/fer2013)")
+    ap.add_argument("--peer", help="the peer venv's python (setup_peer_venv.sh prints it); omit to skip")
+    ap.add_argument("--models", default="", help="comma list of registered models to time (random weights)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    args.models = [m for m in args.models.split(",") if m]
+    torch.set_num_threads(args.threads)
+    ds = load_dataset(args.data)
+    private, public = ds.split("PrivateTest"), ds.split("PublicTest")
+    calib = ds.split("Training").images[np.random.default_rng(0).choice(28709, 512, replace=False)]
+    print(
+        f"# ferkit vs fer, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(f"# load average at start {os.getloadavg()[0]:.2f}; ONNX Runtime {args.threads} threads, batch 64")
+    graphs = variants(args, calib, public.images[:256])
+    peer_before = run_peer(args.peer, args.data, args.repeat) if args.peer else float("nan")
+    rows = []
+    for name, data in graphs.items():
+        model = OnnxModel(data, threads=args.threads)
+        fps = faces_per_s(model, private.images, 64, args.repeat)
+        b1 = faces_per_s(model, private.images[:300], 1, 1)
+        acc = accuracy(model, public.images, public.labels) if name.startswith("bundled") else None
+        rows.append((name, fps, b1, acc))
+    peer_after = run_peer(args.peer, args.data, args.repeat) if args.peer else float("nan")
+    peer = (peer_before + peer_after) / 2
+    print(
+        f"# peer (fer 25.10.3, TFLite): {peer_before:.0f} faces/s before ferkit's rows, "
+        f"{peer_after:.0f} after"
+    )
+    print("\n| model | b64 faces/s | b1 faces/s | vs peer (b64) | PublicTest top-1 / balanced |")
+    print("|---|---|---|---|---|")
+    print(f"| fer package (peer) | {peer:.0f} | - | 1 | - |")
+    for name, fps, b1, acc in rows:
+        a = f"{acc[0]:.2f} / {acc[1]:.2f}" if acc else "-"
+        print(f"| {name} | {fps:.0f} | {b1:.0f} | {fps / peer:.2f} | {a} |")
+    print(f"\n# load average at end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
