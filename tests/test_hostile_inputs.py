@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import struct
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from ferkit.data.cache import fingerprint
 from ferkit.data.folders import load_folders
 from ferkit.data.images import decode_image, load_image, pil_to_array, read_image
 from ferkit.errors import DataError, InputError
+from ferkit.io import atomic_write_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -367,3 +369,21 @@ def test_messages_name_the_input_once_and_no_python_reprs(tmp_path):
     with pytest.raises(DataError) as e:
         load_folders(tmp_path, cache=False)
     assert str(e.value).count("x.png") == 1 and "object at 0x" not in str(e.value)
+
+
+def test_output_to_a_device_or_through_a_link_never_replaces_it(tmp_path):
+    from media import ASTRONAUT
+
+    """`-o /dev/null` must not turn /dev/null into a regular file (an atomic rename over it would), and a
+    link to a file stays a link while its target gets the output."""
+    to_null = tmp_path / "null.jsonl"
+    to_null.symlink_to("/dev/null")
+    assert main(["predict", str(ASTRONAUT), "--no-progress", "-o", str(to_null)]) == 0
+    assert to_null.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    target = tmp_path / "real.jsonl"
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    assert main(["predict", str(ASTRONAUT), "--no-progress", "-o", str(link)]) == 0
+    assert link.is_symlink() and '"label"' in target.read_text()
+    atomic_write_text(to_null, "nothing")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)

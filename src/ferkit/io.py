@@ -37,6 +37,24 @@ def write_error(path: str | Path, e: OSError) -> OSError:
     return OSError(e.errno, f"cannot write {path}: {e.strerror or e}")
 
 
+def _destination(path: str | Path) -> tuple[Path, bool]:
+    """Where to write, and whether atomically: a link is followed (the link stays), and a device, FIFO or
+    socket (``-o /dev/null``, ``/dev/stdout``) is written in place, since renaming over it replaces it."""
+    p = Path(path)
+    if p.is_symlink():
+        p = p.resolve()
+    return p, not (p.exists() and not p.is_file() and not p.is_dir())
+
+
+def _write_in_place(path: Path, write: Any, mode: str) -> Path:
+    try:
+        with open(path, mode) as f:
+            write(f)
+    except OSError as e:
+        raise write_error(path, e) from None
+    return path
+
+
 def atomic_write(path: str | Path, write: Any, mode: str = "wb") -> Path:
     """Write through ``write(file)`` to a temporary file in the same folder, fsync, rename over ``path``.
 
@@ -44,7 +62,9 @@ def atomic_write(path: str | Path, write: Any, mode: str = "wb") -> Path:
     system (full disk, file-size limit, a folder that is a file, no permission) is an OSError naming ``path``,
     and the temporary file is removed.
     """
-    path = Path(path)
+    path, atomic = _destination(path)
+    if not atomic:
+        return _write_in_place(path, write, mode)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +101,15 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[An
     For output written bit by bit (``predict -o``): on any failure the temporary file is removed and the old
     ``path`` (if any) is left as it was. Failures of the file system itself are OSErrors naming ``path``.
     """
-    path = Path(path)
+    path, atomic = _destination(path)
+    if not atomic:
+        try:
+            special = open(path, mode, **kwargs)  # noqa: SIM115 - closed by the with below
+        except OSError as e:
+            raise write_error(path, e) from None
+        with special:
+            yield special
+        return
     try:
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     except OSError as e:
