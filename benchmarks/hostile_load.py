@@ -22,7 +22,6 @@ import io
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -30,18 +29,10 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 from PIL import Image
 
-
-def jpeg_declaring(width: int, height: int) -> bytes:
-    """An 8x8 JPEG whose frame header says width x height (the decoder fills the missing data)."""
-    buf = io.BytesIO()
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "JPEG", quality=50)
-    b = bytearray(buf.getvalue())
-    i = b.find(b"\xff\xc0")
-    b[i + 5 : i + 9] = struct.pack(">HH", height, width)
-    return bytes(b)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from media import jpeg_declaring
 
 
 def multipart(data: bytes, name: str = "x.jpg") -> tuple[bytes, str]:

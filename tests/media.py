@@ -6,10 +6,13 @@ at given sizes onto a smooth faceless background, so the true boxes are known.
 
 from __future__ import annotations
 
+import io
+import struct
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "examples" / "astronaut.png"
@@ -147,3 +150,27 @@ def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * (width + 1) * 4)  # a few rows; the header is what matters
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """An 8x8 JPEG whose frame header says width x height: ~630 bytes the decoder expands (item 1)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "JPEG", quality=50)
+    b = bytearray(buf.getvalue())
+    i = b.find(b"\xff\xc0")
+    b[i + 5 : i + 9] = struct.pack(">HH", height, width)
+    return bytes(b)
+
+
+def jpeg_with_corrupt_exif() -> bytes:
+    """A JPEG whose EXIF orientation parses but whose first tag's type is invalid: Pillow's exif_transpose
+    raises struct.error (issue 14, item 2)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Maker"
+    exif[0x8769] = {0x9003: "2020:01:01 00:00:00"}
+    buf = io.BytesIO()
+    Image.fromarray(np.full((10, 20, 3), 128, np.uint8)).save(buf, "JPEG", exif=exif.tobytes())
+    b = bytearray(buf.getvalue())
+    b[b.find(b"Exif\x00\x00") + 6 + 11] = 41
+    return bytes(b)

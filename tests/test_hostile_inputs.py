@@ -10,7 +10,6 @@ import io
 import json
 import os
 import stat
-import struct
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import warnings
 
 import numpy as np
 import pytest
+from media import jpeg_declaring, jpeg_with_corrupt_exif
 from PIL import Image
 
 from ferkit.cli import main
@@ -29,30 +29,6 @@ from ferkit.errors import DataError, InputError
 from ferkit.io import atomic_write_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def jpeg_declaring(width: int, height: int) -> bytes:
-    """An 8x8 JPEG whose frame header says width x height: ~630 bytes the decoder expands (item 1)."""
-    buf = io.BytesIO()
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "JPEG", quality=50)
-    b = bytearray(buf.getvalue())
-    i = b.find(b"\xff\xc0")
-    b[i + 5 : i + 9] = struct.pack(">HH", height, width)
-    return bytes(b)
-
-
-def jpeg_with_corrupt_exif() -> bytes:
-    """A JPEG whose EXIF orientation parses but whose first tag's type is invalid: Pillow's exif_transpose
-    raises struct.error (issue 14, item 2)."""
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    exif[0x010F] = "Maker"
-    exif[0x8769] = {0x9003: "2020:01:01 00:00:00"}
-    buf = io.BytesIO()
-    Image.fromarray(np.full((10, 20, 3), 128, np.uint8)).save(buf, "JPEG", exif=exif.tobytes())
-    b = bytearray(buf.getvalue())
-    b[b.find(b"Exif\x00\x00") + 6 + 11] = 41
-    return bytes(b)
 
 
 # The process's own peak RSS in kB. Not ru_maxrss: Linux keeps that across exec, so a child forked from

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from media import jpeg_declaring, jpeg_with_corrupt_exif
 from PIL import Image
 from starlette.websockets import WebSocketDisconnect
-from test_hostile_inputs import jpeg_declaring, jpeg_with_corrupt_exif
 
 from ferkit.app.protocol import with_header_timeout
 from ferkit.app.server import Settings, create_app
