@@ -2,10 +2,13 @@
 
 A grid file (shipped ones live in ``ferkit/experiments/grids``, e.g. ``study``) has ``rows``, each with
 ``id``, ``name``, a base ``config`` (a shipped or file training config) or ``finetune: <row id>`` (start
-from that row's best checkpoint, with its recipe), optional ``set`` (config overrides), ``study: true``
+from that row's best checkpoint, with its recipe) or ``ensemble: [<row id>, ...]`` (the mean of those
+rows' softmax, per protocol; nothing trained), optional ``set`` (config overrides), ``study: true``
 (also run under the study's leaky protocol) and ``aux: true`` (needs auxiliary data). ``budgets`` map a
 budget name to overrides for every cell (``set``), for fine-tuning cells (``finetune_set``) and for the
-evaluation (``evaluate``, e.g. centre crops instead of ten crops on a CPU).
+evaluation (``evaluate``, e.g. centre crops instead of ten crops on a CPU). ``monitor: true`` records,
+every epoch of every cell, accuracy on the leaky test part, PrivateTest and a training sample
+(``ferkit.experiments.monitor``; never used for selection).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Row:
     set: dict[str, Any] = field(default_factory=dict)
     study: bool = False
     aux: bool = False
+    ensemble: list[str] = field(default_factory=list)  # member rows: softmax averaged, nothing trained
 
     def protocols(self) -> tuple[str, ...]:
         return PROTOCOLS if self.study else PROTOCOLS[:1]
@@ -69,6 +73,7 @@ class Grid:
     budgets: dict[str, Budget]
     evaluate: dict[str, Any] = field(default_factory=lambda: {"split": "PrivateTest", "tta": "ten_crop"})
     description: str = ""
+    monitor: bool = False  # record leaky-test, PrivateTest and training-sample accuracy every epoch
 
     def row(self, row_id: str) -> Row:
         for r in self.rows:
@@ -101,8 +106,8 @@ class Grid:
             r = self.row(stack.pop())
             if r.id not in wanted:
                 wanted.add(r.id)
-                if r.finetune:
-                    stack.append(r.finetune)
+                stack += [r.finetune] if r.finetune else []
+                stack += r.ensemble
         return [r for r in self.rows if r.id in wanted]
 
     def cell_config(
@@ -153,7 +158,7 @@ def load_grid(name_or_path: str | Path) -> Grid:
     """Read and check a grid: unknown keys, duplicate ids and dangling ``finetune`` fail loudly."""
     path = resolve_grid(name_or_path)
     raw = load_yaml(path)
-    unknown = set(raw) - {"name", "description", "evaluate", "budgets", "rows"}
+    unknown = set(raw) - {"name", "description", "evaluate", "budgets", "rows", "monitor"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     try:
@@ -164,12 +169,30 @@ def load_grid(name_or_path: str | Path) -> Grid:
     evaluate = check_evaluate(raw.get("evaluate") or {"split": "PrivateTest", "tta": "ten_crop"}, str(path))
     for name, b in budgets.items():
         check_evaluate(b.evaluate, f"{path}: budget {name}")
-    grid = Grid(raw.get("name", path.stem), rows, budgets, evaluate, raw.get("description", ""))
+    grid = Grid(
+        raw.get("name", path.stem),
+        rows,
+        budgets,
+        evaluate,
+        raw.get("description", ""),
+        bool(raw.get("monitor")),
+    )
     ids = [r.id for r in rows]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: duplicate row ids")
     for r in rows:
-        grid.recipe(r)  # every row resolves to a recipe
+        for m in r.ensemble:
+            if m not in ids[: ids.index(r.id)]:
+                raise ConfigError(
+                    f"{path}: ensemble row {r.id!r} needs member {m!r} among the rows before it"
+                )
+            if grid.row(m).study != r.study:
+                raise ConfigError(
+                    f"{path}: ensemble row {r.id!r} and member {m!r} must share study: true/false"
+                )
+        if r.ensemble:
+            continue
+        grid.recipe(r)  # every other row resolves to a recipe
         if r.finetune and ids.index(r.finetune) > ids.index(r.id):
             raise ConfigError(f"{path}: row {r.id!r} fine-tunes {r.finetune!r}, which comes after it")
     return grid

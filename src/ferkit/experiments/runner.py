@@ -23,9 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ferkit.config import TrainConfig
+from ferkit.data.audit import image_hashes
 from ferkit.data.balance import RESAMPLE_METHODS
 from ferkit.data.dataset import FaceDataset
 from ferkit.data.leakage import LEAKY, audit_leakage, format_leakage
@@ -34,13 +36,16 @@ from ferkit.data.study_protocol import cached_study_splits, study_method
 from ferkit.errors import ConfigError
 from ferkit.evaluation.evaluate import evaluate_dataset
 from ferkit.evaluation.metrics import compute_metrics
-from ferkit.evaluation.scorers import load_scorer
+from ferkit.evaluation.scorers import EnsembleScorer, load_scorer
 from ferkit.experiments.grid import Grid, Row, load_grid
+from ferkit.experiments.monitor import describe as describe_watch
+from ferkit.experiments.monitor import make_monitor, watch_sets
 from ferkit.experiments.table import METRICS, finished_cells, write_table
-from ferkit.io import atomic_write_text
+from ferkit.io import atomic_write, atomic_write_text
+from ferkit.models.ensemble import build_ensemble, ensemble_from_dict
 from ferkit.runtime import check_tta, resolve_device
 from ferkit.training.data import TrainingData, prepare_training_data
-from ferkit.training.loop import fit
+from ferkit.training.loop import Monitor, fit
 
 __all__ = ["METRICS", "cell_dir", "finished_cells", "run_cell", "run_grid"]
 
@@ -77,13 +82,19 @@ def _check_spec(out: Path, spec: dict[str, Any]) -> None:
         )
 
 
-def _train(cfg: TrainConfig, data: TrainingData, cell: Path, log: Callable[[str], None]) -> dict[str, Any]:
+def _train(
+    cfg: TrainConfig,
+    data: TrainingData,
+    cell: Path,
+    log: Callable[[str], None],
+    monitor: Monitor | None = None,
+) -> dict[str, Any]:
     resume = (cell / "last.pt").is_file()
     log(
         f"  {'resuming' if resume else 'training'} {cfg.model} for {cfg.epochs} epochs "
         f"({len(data.train_labels)} training images)"
     )
-    summary = fit(cfg, resume=resume, data=data)
+    summary = fit(cfg, resume=resume, data=data, monitor=monitor)
     summary = {k: v for k, v in summary.items() if k != "history"}
     _write(cell / "train.json", summary)
     return summary
@@ -118,12 +129,18 @@ def run_cell(
             _write(cell / "leakage.json", leakage)
             log(f"  {format_leakage(leakage)}")
         if train_summary is None:
-            train_summary = _train(cfg, data, cell, log)
+            monitor = None
+            if grid.monitor:
+                watch = watch_sets(cfg, dataset, data.train_images, data.train_labels)
+                log(f"  watching every epoch: {describe_watch(watch, cell)}")
+                monitor = make_monitor(watch)
+            train_summary = _train(cfg, data, cell, log, monitor)
         del data
     leakage = _read(cell / "leakage.json")
     scorer = load_scorer(cell / "best.pt", device=resolve_device(cfg.device))
     if study:
         parts = cached_study_splits(dataset, study_method(cfg.balance), cfg.seed, cfg.max_train_images)
+        _save_study_parts(cell, parts.test.images, parts.test.labels, parts.train.images)
         metrics = compute_metrics(scorer.predict_proba(parts.test.images, tta), parts.test.labels)
         sets = {"study-test": metrics}
         evaluated = f"study-test ({len(parts.test)} images, {LEAKY})"
@@ -158,6 +175,91 @@ def run_cell(
     )
     if study and leakage:
         log(f"  {format_leakage(leakage)}")
+    return result
+
+
+STUDY_PARTS = "study_parts.npz"
+
+
+def _save_study_parts(
+    cell: Path, test_images: np.ndarray, test_labels: np.ndarray, train: np.ndarray
+) -> None:
+    """The cell's leaky test part and its training images' hashes, for the ensemble rows that use it."""
+    arrays = {"test_images": test_images, "test_labels": test_labels, "train_hashes": image_hashes(train)}
+    atomic_write(cell / STUDY_PARTS, lambda f: np.savez(f, allow_pickle=False, **arrays))
+
+
+def _ensemble_scorer(grid: Grid, row: Row, protocol: str, out: Path, device: Any) -> EnsembleScorer:
+    paths = [cell_dir(out, grid.row(m), protocol) / "best.pt" for m in row.ensemble]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ConfigError(f"{row.id}: members not trained yet ({', '.join(missing)})")
+    return EnsembleScorer(ensemble_from_dict(build_ensemble(paths), device), device=device)
+
+
+def _study_ensemble_sets(grid: Grid, row: Row, out: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The members' leaky test parts pooled, and how many of them some member trained on (exact copies)."""
+    parts = [np.load(cell_dir(out, grid.row(m), "study") / STUDY_PARTS) for m in row.ensemble]
+    images = np.concatenate([p["test_images"] for p in parts])
+    labels = np.concatenate([p["test_labels"] for p in parts])
+    seen = np.isin(image_hashes(images), np.concatenate([p["train_hashes"] for p in parts]))
+    leakage = {
+        "label": LEAKY,
+        "test_images": len(labels),
+        "exact": int(seen.sum()),
+        "near": 0,
+        "exact_fraction": round(float(seen.mean()), 4),
+        "note": "the members' leaky test parts pooled; exact = a pixel copy of some member's training image",
+    }
+    return images, labels, leakage
+
+
+def run_ensemble_cell(
+    grid: Grid,
+    row: Row,
+    protocol: str,
+    dataset: FaceDataset,
+    out: Path,
+    device: str = "auto",
+    log: Callable[[str], None] = logger.info,
+) -> dict[str, Any]:
+    """Evaluate an ensemble row (the mean of its members' softmax) under ``protocol``; writes metrics.json."""
+    t0 = time.perf_counter()
+    split, tta = grid.evaluate.get("split", "PrivateTest"), grid.evaluate.get("tta", "ten_crop")
+    scorer = _ensemble_scorer(grid, row, protocol, out, resolve_device(device))
+    leakage = None
+    if protocol == "study":
+        images, labels, leakage = _study_ensemble_sets(grid, row, out)
+        metrics = compute_metrics(scorer.predict_proba(images, tta), labels)
+        sets, evaluated = (
+            {"study-test": metrics},
+            f"the members' study-test parts ({len(labels)} images, {LEAKY})",
+        )
+    else:
+        sets = evaluate_dataset(scorer, dataset, split, tta)["sets"]
+        metrics, evaluated = sets[split], split
+    result = {
+        "row": row.id,
+        "name": row.name,
+        "protocol": protocol,
+        "label": LEAKY if protocol == "study" else "official",
+        "evaluated_on": evaluated,
+        "tta": tta,
+        "metrics": {k: metrics[k] for k in KEEP if k in metrics},
+        "sets": {
+            n: {k: m[k] for k in ("top1", "top2", "top3", "balanced_accuracy", "n")} for n, m in sets.items()
+        },
+        "leakage": leakage,
+        "members": list(row.ensemble),
+        "eval_seconds": round(time.perf_counter() - t0, 1),
+    }
+    cell = cell_dir(out, row, protocol)
+    cell.mkdir(parents=True, exist_ok=True)
+    _write(cell / METRICS, result)
+    log(
+        f"  top-1 {metrics['top1']:.4f}  top-2 {metrics['top2']:.4f}  top-3 {metrics['top3']:.4f} "
+        f"on {evaluated}"
+    )
     return result
 
 
@@ -229,6 +331,14 @@ def run_grid(
                 log(f"{label}: finished earlier, not recomputed")
                 skipped += 1
                 continue
+            if dataset is None:
+                dataset = load_dataset(data)
+                log(f"data: {data}\n{dataset.describe()}")
+            if row.ensemble:
+                log(f"{label}: {row.name}")
+                run_ensemble_cell(g, row, protocol, dataset, out, log=log)
+                done += 1
+                continue
             cfg = g.cell_config(
                 row,
                 protocol,
@@ -240,9 +350,6 @@ def run_grid(
                 finetune_from=_parent_checkpoint(g, row, out),
                 overrides=overrides,
             )
-            if dataset is None:
-                dataset = load_dataset(data)
-                log(f"data: {data}\n{dataset.describe()}")
             log(f"{label}: {row.name}")
             run_cell(g, row, protocol, dataset, cfg, cell, log)
             done += 1

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -595,10 +596,21 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ fit
 
 
-def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None) -> dict[str, Any]:
+Monitor = Callable[[torch.nn.Module, ModelMeta], dict[str, float]]
+
+
+def fit(
+    cfg: TrainConfig,
+    resume: bool = False,
+    data: TrainingData | None = None,
+    monitor: Monitor | None = None,
+) -> dict[str, Any]:
     """Train ``cfg.model`` as configured; returns a summary. Writes to ``cfg.out``:
     ``last.pt`` (full state, for --resume; the one before it as ``last.prev.pt``), ``best.pt`` (best
     validation accuracy), ``metrics.jsonl``, ``config.yaml``, ``data.json``, ``curves.png``.
+
+    ``monitor(model, meta)``, called after each epoch's validation, adds figures to the epoch's record
+    (e.g. accuracy on sets that must never steer training); selection and early stopping never read them.
     """
     check_run(cfg, resume, have_data=data is not None)
     rt = setup_runtime(cfg)
@@ -631,6 +643,9 @@ def fit(cfg: TrainConfig, resume: bool = False, data: TrainingData | None = None
             "seconds": round(time.time() - t0, 2),
             "images_per_s": round(train["images"] * rt.world / (time.time() - t0), 1),
         }
+        if monitor is not None and rt.main:
+            record.update(monitor(state.model, state.meta))
+            state.model.train()
         improved = state.add(record)
         if rt.main:
             save_epoch(cfg, state, record, improved)

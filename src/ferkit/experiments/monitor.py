@@ -1,0 +1,104 @@
+"""Per-epoch watch sets for the leakage experiments: what a model scores on the study's leaky test part
+and on the official PrivateTest while it trains, split into the images it has seen and the rest.
+
+The figures go into each epoch's record (``metrics.jsonl``) through ``fit(monitor=...)``; nothing in
+training reads them (selection stays on the cell's own validation part). Keys:
+
+- ``leaky_acc``: the study protocol's test part (same resampling method and seed as the cell) — LEAKY;
+  ``leaky_seen_acc`` / ``leaky_unseen_acc``: its images that are / are not pixel copies of one of this
+  cell's training images.
+- ``private_acc``: official PrivateTest; ``private_unseen_acc``: its images not among this cell's
+  training images (under the study protocol most of PrivateTest is pooled into training).
+- ``train_eval_acc``: a fixed sample of this cell's training images, centre crop, no augmentation
+  (memorisation shows here; the ``train_acc`` of the loop is measured on augmented batches).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ferkit.data.audit import image_hashes
+from ferkit.data.dataset import FaceDataset
+from ferkit.data.study_protocol import cached_study_splits, study_method
+from ferkit.io import atomic_write_text
+from ferkit.models.registry import ModelMeta
+from ferkit.models.transforms import center_crop, normalize
+from ferkit.runtime import resolve_device
+from ferkit.training.loop import Monitor
+
+TRAIN_SAMPLE = 4000
+
+
+@dataclass
+class WatchSet:
+    name: str
+    images: torch.Tensor  # uint8 (N, 48, 48) on the training device
+    labels: torch.Tensor
+    seen: np.ndarray  # bool (N,): a pixel copy of one of the cell's training images
+
+
+@torch.inference_mode()
+def _predict(model: torch.nn.Module, meta: ModelMeta, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    model.eval()
+    out = [
+        model(center_crop(normalize(images[i : i + batch], meta), meta.input_size)).argmax(1)
+        for i in range(0, len(images), batch)
+    ]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def _watch(
+    name: str, images: np.ndarray, labels: np.ndarray, train_hashes: np.ndarray, device: Any
+) -> WatchSet:
+    seen = np.isin(image_hashes(images), train_hashes)
+    put = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
+    return WatchSet(name, put(images), put(labels.astype(np.int64)), seen)
+
+
+def watch_sets(
+    cfg: Any, dataset: FaceDataset, train_images: np.ndarray, train_labels: np.ndarray
+) -> list[WatchSet]:
+    """The leaky test part, PrivateTest and a training sample, each marked seen/unseen for this cell."""
+    device = resolve_device(cfg.device)
+    hashes = image_hashes(train_images)
+    study = cached_study_splits(dataset, study_method(cfg.balance), cfg.seed, cfg.max_train_images).test
+    private = dataset.split("PrivateTest")
+    rng = np.random.default_rng(cfg.seed)
+    pick = np.sort(rng.choice(len(train_images), min(TRAIN_SAMPLE, len(train_images)), replace=False))
+    return [
+        _watch("leaky", study.images, study.labels, hashes, device),
+        _watch("private", private.images, private.labels, hashes, device),
+        _watch("train_eval", train_images[pick], train_labels[pick], hashes, device),
+    ]
+
+
+def make_monitor(sets: list[WatchSet]) -> Monitor:
+    """``fit``'s monitor: accuracy on each set, and on its seen and unseen images where both exist."""
+
+    def monitor(model: torch.nn.Module, meta: ModelMeta) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for s in sets:
+            if len(s.labels) == 0:
+                continue
+            right = (_predict(model, meta, s.images) == s.labels).cpu().numpy()
+            out[f"{s.name}_acc"] = round(float(right.mean()), 5)
+            if s.name != "train_eval":
+                for part, mask in (("seen", s.seen), ("unseen", ~s.seen)):
+                    if mask.any():
+                        out[f"{s.name}_{part}_acc"] = round(float(right[mask].mean()), 5)
+        return out
+
+    return monitor
+
+
+def describe(sets: list[WatchSet], out: Path) -> dict[str, Any]:
+    """``out/monitor.json``: each watch set's size and how many of its images the cell trains on."""
+    facts = {s.name: {"images": len(s.labels), "seen": int(s.seen.sum())} for s in sets}
+    atomic_write_text(out / "monitor.json", json.dumps(facts, indent=1))
+    return facts
