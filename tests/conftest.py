@@ -61,6 +61,20 @@ def write_fer_csv(path: Path, n_per_class: int = 6, seed: int = 0) -> Path:
     return path
 
 
+def imbalanced_csv(path):
+    """A FER2013-style CSV whose Training split is imbalanced (so that resampling copies images)."""
+    rows = ["emotion,pixels,Usage"]
+    for usage, counts, seed in [
+        ("Training", [12, 3, 12, 24, 12, 12, 12], 0),
+        ("PublicTest", [3] * 7, 1),
+        ("PrivateTest", [3] * 7, 2),
+    ]:
+        x, y = make_synthetic(counts=counts, seed=seed)
+        rows += [f"{label},{' '.join(map(str, img.reshape(-1)))},{usage}" for img, label in zip(x, y)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
 def write_fer_folders(root: Path, n_per_class: int = 6, seed: int = 0, ext: str = "png") -> Path:
     """train/<class>/Training_<id>.<ext> and test/<class>/{PublicTest,PrivateTest}_<id>.<ext>
 

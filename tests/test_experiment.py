@@ -7,7 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import make_synthetic, write_fer_csv
+from conftest import imbalanced_csv, write_fer_csv
 
 from ferkit.cli import main
 from ferkit.config import TrainConfig
@@ -49,20 +49,6 @@ def test_shipped_grid_has_the_study_rows():
     full = g.cell_config(g.row("aug_flip_rot"), "official", "full", data="d", out="o")
     assert (full.model, full.augment.subset, full.augment.copies.rotation) == ("vgg_fer", "balanced", 15.0)
     assert full.augment.rotation == 10.0  # the loop's own augmentation keeps the tuned config's settings
-
-
-def imbalanced_csv(path):
-    """A FER2013-style CSV whose Training split is imbalanced (so that resampling copies images)."""
-    rows = ["emotion,pixels,Usage"]
-    for usage, counts, seed in [
-        ("Training", [12, 3, 12, 24, 12, 12, 12], 0),
-        ("PublicTest", [3] * 7, 1),
-        ("PrivateTest", [3] * 7, 2),
-    ]:
-        x, y = make_synthetic(counts=counts, seed=seed)
-        rows += [f"{label},{' '.join(map(str, img.reshape(-1)))},{usage}" for img, label in zip(x, y)]
-    path.write_text("\n".join(rows) + "\n")
-    return path
 
 
 @pytest.mark.slow

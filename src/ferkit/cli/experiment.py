@@ -52,6 +52,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("out", metavar="DIR")
     t.add_argument("--json", action="store_true", help="print results.json instead of Markdown")
     t.set_defaults(func=table)
+    lr = cmds.add_parser(
+        "leakage-report",
+        help="write the study-converged run's side-by-side table and curves into docs",
+        description="Rewrite the generated blocks of DOCS/LEAKAGE.md and DOCS/RESULTS.md and draw "
+        "DOCS/leakage_curves.png from a study-converged results folder (finished or still running).",
+    )
+    lr.add_argument("out", metavar="DIR", help="the results folder of `experiment run study-converged`")
+    lr.add_argument("--docs", default="docs", help="the docs folder to write into (default: docs)")
+    lr.add_argument(
+        "--command",
+        default="bash scripts/study_converged.sh",
+        help="the command to name as the figures' source in the page",
+    )
+    lr.set_defaults(func=leakage_report)
     ls = cmds.add_parser("list", help="list the shipped grids and their rows")
     ls.add_argument("grid", nargs="?", metavar="NAME")
     ls.set_defaults(func=list_)
@@ -89,6 +103,15 @@ def table(args: argparse.Namespace) -> int:
     return 0
 
 
+def leakage_report(args: argparse.Namespace) -> int:
+    from ferkit.experiments.leakage_report import render_table, write_report
+
+    report = write_report(args.out, args.docs, args.command)
+    print(render_table(report))
+    print(f"\nwritten: {Path(args.docs) / 'LEAKAGE.md'}, {Path(args.docs) / 'leakage_curves.png'}")
+    return 0
+
+
 def list_(args: argparse.Namespace) -> int:
     from ferkit.experiments.grid import list_grids, load_grid
 
@@ -98,7 +121,10 @@ def list_(args: argparse.Namespace) -> int:
         for b, budget in g.budgets.items():
             print(f"  budget {b}: {budget.note}")
         for row in g.rows:
-            extra = [f"fine-tunes {row.finetune}" if row.finetune else f"recipe {row.config}"]
+            if row.ensemble:
+                extra = [f"mean of the softmax of {', '.join(row.ensemble)}"]
+            else:
+                extra = [f"fine-tunes {row.finetune}" if row.finetune else f"recipe {row.config}"]
             if row.study:
                 extra.append("also under the study protocol (LEAKY)")
             if row.aux:
