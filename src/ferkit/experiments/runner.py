@@ -197,9 +197,23 @@ def _ensemble_scorer(grid: Grid, row: Row, protocol: str, out: Path, device: Any
     return EnsembleScorer(ensemble_from_dict(build_ensemble(paths), device), device=device)
 
 
-def _study_ensemble_sets(grid: Grid, row: Row, out: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _study_parts(cell: Path, dataset: FaceDataset) -> Any:
+    """A study cell's saved test part and training hashes; rebuilt from its config when not saved
+    (``*.npz`` is not committed with a run that continues on another machine)."""
+    if not (cell / STUDY_PARTS).is_file():
+        cfg = _read_yaml(cell / "config.yaml")
+        parts = cached_study_splits(
+            dataset, study_method(cfg["balance"]), cfg["seed"], cfg.get("max_train_images", 0)
+        )
+        _save_study_parts(cell, parts.test.images, parts.test.labels, parts.train.images)
+    return np.load(cell / STUDY_PARTS)
+
+
+def _study_ensemble_sets(
+    grid: Grid, row: Row, out: Path, dataset: FaceDataset
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The members' leaky test parts pooled, and how many of them some member trained on (exact copies)."""
-    parts = [np.load(cell_dir(out, grid.row(m), "study") / STUDY_PARTS) for m in row.ensemble]
+    parts = [_study_parts(cell_dir(out, grid.row(m), "study"), dataset) for m in row.ensemble]
     images = np.concatenate([p["test_images"] for p in parts])
     labels = np.concatenate([p["test_labels"] for p in parts])
     seen = np.isin(image_hashes(images), np.concatenate([p["train_hashes"] for p in parts]))
@@ -229,7 +243,7 @@ def run_ensemble_cell(
     scorer = _ensemble_scorer(grid, row, protocol, out, resolve_device(device))
     leakage = None
     if protocol == "study":
-        images, labels, leakage = _study_ensemble_sets(grid, row, out)
+        images, labels, leakage = _study_ensemble_sets(grid, row, out, dataset)
         metrics = compute_metrics(scorer.predict_proba(images, tta), labels)
         sets, evaluated = (
             {"study-test": metrics},
