@@ -79,6 +79,10 @@ def test_tiny_study_converged_run_and_report(tmp_path, capsys):
         for m in ("ros", "smote", "smote_tomek")
     )
     assert study["metrics"]["n"] == parts and study["leakage"]["exact"] > 0
+    # Under SMOTE the images a study model trained on include SMOTE parents and children of test images.
+    prov = json.loads((out / "smote" / "study" / "leakage.json").read_text())["provenance"]
+    watch = json.loads((out / "smote" / "study" / "monitor.json").read_text())
+    assert prov["smote_neighbour"] > 0 and watch["leaky"]["seen"] == prov["exact_or_smote"]
 
     capsys.readouterr()
     assert main(["experiment", "leakage-report", str(out), "--docs", str(docs), "--command", "CMD"]) == 0

@@ -7,12 +7,14 @@ only implements its algorithm:
 - ``ros``: random over-sampling (imbalanced-learn's ``RandomOverSampler``) on *row indices* — no
   pixel is copied until the images are asked for.
 - ``smote``: imbalanced-learn's ``SMOTE`` on flattened float32 pixels, seeded; synthetic images are
-  rounded back to uint8.
+  rounded back to uint8. Each synthetic image's two parents (input rows) and step are kept
+  (``Resampled.parents`` / ``steps``, recorded by ``ferkit.data.smote_parents.recording_smote``; the
+  images are the library's, bit for bit).
 - ``smote_tomek`` / ``smote_enn``: SMOTE, then imbalanced-learn's ``TomekLinks`` / ``EditedNearestNeighbours``
   (``sampling_strategy="all"``, exactly what ``SMOTETomek``/``SMOTEENN`` run). The cleaning step's
   neighbour search runs in pixel space (``cleaning_space="pixels"``, the study's way) or on a seeded PCA
   projection (``"pca"``); rows are selected with the cleaner's ``sample_indices_``, so the images kept
-  are always the pixel-space ones.
+  are always the pixel-space ones, and the parents of the synthetic rows kept stay aligned with them.
 
 Cost on the FER2013 Training split (28,709 x 2304 -> 50,505), one thread, ``benchmarks/smote_cost.py``
 (2-core VM shared with other jobs; CPU seconds): ROS 1.5 s; SMOTE 14 s, peak RSS +1.3 GB over the loaded
@@ -54,6 +56,8 @@ class Resampled:
 
     ``index[i] >= 0``: row i is the input image ``index[i]`` (an original or a ROS copy);
     ``index[i] == -1``: row i is synthetic, the next one of ``synthetic`` in order.
+    ``parents[j]``: the input rows (a, b) SMOTE made ``synthetic[j]`` from, as ``a + steps[j] * (b - a)``
+    (None when the sampler did not record them).
     ``images`` builds the uint8 array on first use.
     """
 
@@ -65,6 +69,8 @@ class Resampled:
     method: str
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    parents: np.ndarray | None = None  # int64 (number of -1 rows, 2)
+    steps: np.ndarray | None = None  # float64 (number of -1 rows,)
     _images: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -186,6 +192,8 @@ class RandomOverSampling(Sampler):
             np.zeros((0, *images.shape[1:]), np.uint8),
             np.bincount(labels, minlength=NUM_CLASSES).tolist(),
             self.name,
+            parents=np.zeros((0, 2), np.int64),
+            steps=np.zeros(0),
         )
 
 
@@ -197,6 +205,7 @@ class Smote(Sampler):
     """SMOTE on flattened float32 pixels (imbalanced-learn, seeded); synthetic images rounded to uint8.
 
     ``k_neighbors`` (5, as in imbalanced-learn) shrinks to the smallest over-sampled class minus one.
+    The parents and step of each synthetic image are recorded (``Resampled.parents`` / ``steps``).
     """
 
     name = "smote"
@@ -208,7 +217,7 @@ class Smote(Sampler):
         self.k_neighbors = k_neighbors
 
     def _fit_resample(self, images, labels, target):
-        from imblearn.over_sampling import SMOTE
+        from ferkit.data.smote_parents import recording_smote
 
         counts = np.bincount(labels, minlength=NUM_CLASSES)
         grown = [c for c, t in target.items() if t > counts[c]]
@@ -217,9 +226,8 @@ class Smote(Sampler):
             raise DataError("SMOTE needs at least two images of every class it over-samples")
         k = min(self.k_neighbors, smallest - 1)
         x = _flat32(images)
-        x_res, y_res = SMOTE(sampling_strategy=target, random_state=self.seed, k_neighbors=k).fit_resample(
-            x, labels
-        )
+        smote = recording_smote(sampling_strategy=target, random_state=self.seed, k_neighbors=k)
+        x_res, y_res = smote.fit_resample(x, labels)
         del x
         # imbalanced-learn keeps the input rows first, in order, and appends the synthetic ones.
         n = len(labels)
@@ -234,6 +242,8 @@ class Smote(Sampler):
             counts.tolist(),
             self.name,
             info={"k_neighbors": k},
+            parents=smote.parents_,
+            steps=smote.steps_,
         )
 
 
@@ -298,7 +308,7 @@ class SmoteCleaned(Smote):
         del feats
         keep = np.sort(clean.sample_indices_)
         n_syn_before = np.cumsum(smoted.index < 0)  # position of each synthetic row in `synthetic`
-        syn_keep = keep[smoted.index[keep] < 0]
+        syn_keep = n_syn_before[keep[smoted.index[keep] < 0]] - 1  # the synthetic images kept
         info = {
             **smoted.info,
             "cleaning": self.cleaner,
@@ -312,10 +322,12 @@ class SmoteCleaned(Smote):
             images,
             smoted.labels[keep],
             smoted.index[keep],
-            smoted.synthetic[n_syn_before[syn_keep] - 1],
+            smoted.synthetic[syn_keep],
             smoted.counts_before,
             self.name,
             info=info,
+            parents=None if smoted.parents is None else smoted.parents[syn_keep],
+            steps=None if smoted.steps is None else smoted.steps[syn_keep],
         )
 
 

@@ -119,9 +119,15 @@ def audit_leakage(
 def format_leakage(report: dict[str, Any]) -> str:
     """One line for the CLI, labelled LEAKY when it comes from the study protocol."""
     tag = f"[{report['label']}] " if report.get("label") == LEAKY else ""
+    prov = report.get("provenance") or {}
+    smote = (
+        f"; {prov['smote_neighbour']} more are SMOTE parents or children of a training image"
+        if prov.get("smote_neighbour")
+        else ""
+    )
     return (
         f"{tag}{report['exact']} of {report['test_images']} test images "
         f"are exact copies of a training image, "
         f"{report['near']} more have a training image closer than the closest pair within the original "
-        f"test set (L2 < {report['threshold_l2']:.1f})"
+        f"test set (L2 < {report['threshold_l2']:.1f}){smote}"
     )

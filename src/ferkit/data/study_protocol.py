@@ -23,6 +23,7 @@ import numpy as np
 from ferkit.data.balance import RESAMPLE_METHODS, make_sampler
 from ferkit.data.dataset import FaceDataset, stratified_subsample
 from ferkit.data.leakage import LEAKY, audit_leakage, format_leakage
+from ferkit.data.smote_parents import leak_provenance
 from ferkit.errors import ConfigError
 from ferkit.io import atomic_write_text
 
@@ -35,7 +36,13 @@ PARTS = ("study-train", "study-val", "study-test")  # split names: never mistake
 @dataclass
 class StudySplit:
     """The three parts of the pooled, resampled data; ``origin[part][i]`` is the row of the original
-    dataset that row i copies, or -1 for a synthetic (SMOTE) image."""
+    dataset that row i copies, or -1 for a synthetic (SMOTE) image.
+
+    ``parents[part][i]``: for a synthetic row, the two rows of the original dataset SMOTE interpolated
+    between (``a + steps[part][i] * (b - a)``), -1 (and a NaN step) for a real row; ``source_images``: the
+    original dataset's images, which ``origin`` and ``parents`` index (a reference, not a copy).
+    ``ferkit.data.smote_parents.leak_provenance`` counts the test images they leak.
+    """
 
     train: FaceDataset
     val: FaceDataset
@@ -47,6 +54,9 @@ class StudySplit:
     pool_splits: np.ndarray | None = field(
         repr=False, default=None
     )  # official split name of each original row
+    parents: dict[str, np.ndarray] | None = field(repr=False, default=None)
+    steps: dict[str, np.ndarray] | None = field(repr=False, default=None)
+    source_images: np.ndarray | None = field(repr=False, compare=False, default=None)
 
     def leakage(self, **facts: Any) -> dict[str, Any]:
         """The leakage audit of this split (labelled LEAKY), with how the test set was made."""
@@ -68,6 +78,7 @@ class StudySplit:
             # fine-tuning).
             test_copies_of_official_training=from_training,
             resampling=self.resampling,
+            provenance=leak_provenance(self),
             **facts,
         )
 
@@ -105,6 +116,7 @@ def study_splits(
     if max_images and max_images < len(dataset):
         rows = stratified_subsample(dataset.labels, max_images, seed)
     images, labels = dataset.images[rows], dataset.labels[rows]
+    parents, steps = np.full((len(rows), 2), -1, np.int64), np.full(len(rows), np.nan)
     if method == "none":
         index, res_labels, res_images = np.arange(len(rows)), labels, images
         resampling = {"method": "none", "counts": np.bincount(labels, minlength=7).tolist()}
@@ -112,6 +124,7 @@ def study_splits(
         res = make_sampler(method, seed, **sampler_kw).fit_resample(images, labels)
         index, res_labels, res_images = res.index, res.labels, res.images
         resampling = res.summary()
+        parents, steps = _parents(res.index, res.parents, res.steps, rows)
     origin = np.where(index >= 0, rows[np.maximum(index, 0)], -1)  # -> rows of `dataset`
     all_idx = np.arange(len(res_labels))
     rest, test = train_test_split(all_idx, test_size=fractions[2], stratify=res_labels, random_state=seed)
@@ -121,19 +134,33 @@ def study_splits(
         stratify=res_labels[rest],
         random_state=seed,
     )
-    parts = {}
-    for name, idx in zip(PARTS, (np.sort(train), np.sort(val), np.sort(test))):
+    parts, order = {}, dict(zip(PARTS, (np.sort(train), np.sort(val), np.sort(test))))
+    for name, idx in order.items():
         parts[name] = _part(res_images[idx], res_labels[idx], origin[idx], dataset.sources, name)
     return StudySplit(
         parts["study-train"],
         parts["study-val"],
         parts["study-test"],
-        {name: origin[idx] for name, idx in zip(PARTS, (np.sort(train), np.sort(val), np.sort(test)))},
+        {name: origin[idx] for name, idx in order.items()},
         {**resampling, "pooled_originals": len(rows), "fractions": list(fractions)},
         method,
         seed,
         np.asarray(dataset.splits, dtype=object),
+        parents={name: parents[idx] for name, idx in order.items()},
+        steps={name: steps[idx] for name, idx in order.items()},
+        source_images=dataset.images,
     )
+
+
+def _parents(
+    index: np.ndarray, parents: np.ndarray | None, steps: np.ndarray | None, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per resampled row: its SMOTE parents as rows of the dataset (-1 for a real row) and step (NaN)."""
+    out, out_steps = np.full((len(index), 2), -1, np.int64), np.full(len(index), np.nan)
+    synthetic = index < 0
+    if synthetic.any() and parents is not None and steps is not None:
+        out[synthetic], out_steps[synthetic] = rows[parents], steps
+    return out, out_steps
 
 
 _CACHE: list[Any] = []  # one entry: (dataset, key, StudySplit) — a training run and its evaluation share it

@@ -54,7 +54,7 @@ def _cell(out: Path, row: str, protocol: str) -> dict[str, Any]:
         "history": hist,
         "best": _best(hist),
         "monitor": _load(cell / "monitor.json"),
-        "provenance": _load(cell / "provenance.json"),
+        "leakage": _load(cell / "leakage.json"),
     }
 
 
@@ -108,17 +108,17 @@ def _epochs(cell: dict[str, Any]) -> str:
     return f"{len(h)} (best {best}{done})"
 
 
-def _leak_share(row: str, cell: dict[str, Any]) -> str:
+def _leak_share(cell: dict[str, Any]) -> str:
     """Exact copies and SMOTE neighbours of training images in the cell's leaky test part."""
-    prov = cell.get("provenance")
+    leak = cell.get("leakage") or (cell.get("metrics") or {}).get("leakage")
+    prov = (leak or {}).get("provenance")
     if prov:
         n = prov["test_images"]
         return f"{_pct(prov['exact'] / n)}% + {_pct(prov['smote_neighbour'] / n)}% of {n}"
-    leak = (cell.get("metrics") or {}).get("leakage")
-    if leak:
-        return f"{_pct(leak['exact'] / leak['test_images'])}% + ? of {leak['test_images']}"
-    share = _seen_share(cell)
-    return "—" if share is None else f"{_pct(share)}% + ? (monitor)"
+    if leak and leak.get("label") == LEAKY:
+        return f"{_pct(leak['exact'] / leak['test_images'])}% (exact) of {leak['test_images']}"
+    mon = (cell.get("monitor") or {}).get("leaky")
+    return "—" if not mon else f"{_pct(mon['seen'] / mon['images'])}% (exact) of {mon['images']}¹"
 
 
 def _study_column(row: str, r: dict[str, Any]) -> str:
@@ -141,7 +141,7 @@ def render_table(report: dict[str, Any]) -> str:
         lines.append(
             f"| {ROW_NAMES[row]} | {' / '.join(f'{v:.2f}' for v in r['study_reported'])} | "
             f"{_study_column(row, r)} | {_tops(_top(official))} | "
-            f"{_leak_share(row, r['official'] if row == 'tuned' else r['study'])} | "
+            f"{_leak_share(r['official'] if row == 'tuned' else r['study'])} | "
             f"{_epochs(r['study'])} / {_epochs(official)} |"
         )
     return "\n".join(lines)

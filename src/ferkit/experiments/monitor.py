@@ -5,8 +5,9 @@ The figures go into each epoch's record (``metrics.jsonl``) through ``fit(monito
 training reads them (selection stays on the cell's own validation part). Keys:
 
 - ``leaky_acc``: the study protocol's test part (same resampling method and seed as the cell) — LEAKY;
-  ``leaky_seen_acc`` / ``leaky_unseen_acc``: its images that are / are not pixel copies of one of this
-  cell's training images.
+  ``leaky_seen_acc`` / ``leaky_unseen_acc``: its images that this cell did / did not train on: a pixel
+  copy of a training image, or (study protocol) a SMOTE parent or child of one
+  (``ferkit.data.smote_parents``).
 - ``private_acc``: official PrivateTest; ``private_unseen_acc``: its images not among this cell's
   training images (under the study protocol most of PrivateTest is pooled into training).
 - ``train_eval_acc``: a fixed sample of this cell's training images, centre crop, no augmentation
@@ -25,6 +26,7 @@ import torch
 
 from ferkit.data.audit import image_hashes
 from ferkit.data.dataset import FaceDataset
+from ferkit.data.smote_parents import provenance_masks
 from ferkit.data.study_protocol import cached_study_splits, study_method
 from ferkit.io import atomic_write_text
 from ferkit.models.registry import ModelMeta
@@ -54,9 +56,14 @@ def _predict(model: torch.nn.Module, meta: ModelMeta, images: torch.Tensor, batc
 
 
 def _watch(
-    name: str, images: np.ndarray, labels: np.ndarray, train_hashes: np.ndarray, device: Any
+    name: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    train_hashes: np.ndarray,
+    device: Any,
+    seen: np.ndarray | None = None,
 ) -> WatchSet:
-    seen = np.isin(image_hashes(images), train_hashes)
+    seen = np.isin(image_hashes(images), train_hashes) if seen is None else seen
     put = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
     return WatchSet(name, put(images), put(labels.astype(np.int64)), seen)
 
@@ -67,12 +74,16 @@ def watch_sets(
     """The leaky test part, PrivateTest and a training sample, each marked seen/unseen for this cell."""
     device = resolve_device(cfg.device)
     hashes = image_hashes(train_images)
-    study = cached_study_splits(dataset, study_method(cfg.balance), cfg.seed, cfg.max_train_images).test
+    split = cached_study_splits(dataset, study_method(cfg.balance), cfg.seed, cfg.max_train_images)
+    study, seen = split.test, None
+    if cfg.protocol == "study":  # trained on it: an exact copy, or SMOTE interpolated from or to it
+        masks = provenance_masks(split)
+        seen = masks["exact"] | masks["smote_neighbour"]
     private = dataset.split("PrivateTest")
     rng = np.random.default_rng(cfg.seed)
     pick = np.sort(rng.choice(len(train_images), min(TRAIN_SAMPLE, len(train_images)), replace=False))
     return [
-        _watch("leaky", study.images, study.labels, hashes, device),
+        _watch("leaky", study.images, study.labels, hashes, device, seen),
         _watch("private", private.images, private.labels, hashes, device),
         _watch("train_eval", train_images[pick], train_labels[pick], hashes, device),
     ]
