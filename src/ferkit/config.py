@@ -118,6 +118,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto|cpu|cuda|cuda:N
     amp: bool = True  # mixed precision (bf16) when on GPU
+    channels_last: bool = False  # model and batches in channels-last memory format (GPU convolutions)
+    compile: bool = False  # torch.compile the training network; eager, with a warning, if that fails
     threads: int = 0  # torch CPU threads; 0 = library default
     out: str = "runs/default"
     progress: bool = True

@@ -49,7 +49,18 @@ log = logging.getLogger(__name__)
 
 # What an interrupted run may change when it resumes; everything else must match the run's config.
 RESUME_MAY_CHANGE = frozenset(
-    {"epochs", "early_stopping", "threads", "device", "progress", "out", "data", "skip_bad"}
+    {
+        "epochs",
+        "early_stopping",
+        "threads",
+        "device",
+        "progress",
+        "out",
+        "data",
+        "skip_bad",
+        "channels_last",
+        "compile",
+    }
 )
 NO_DATA = "no training data: pass --data PATH or data=PATH"
 # What a checkpoint holds besides its weights when it can continue a run (best.pt holds none of it).
@@ -456,6 +467,8 @@ def train_one_epoch(
             faces, y = torch.cat([faces, data.x_aux[aidx]]), torch.cat([y, data.y_aux[aidx]])
         crops = augment_batch(faces, cfg.augment, state.gens["aug"])
         x = normalize(crops, state.meta)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with amp:
             logits = net(x)
             loss = task.loss(logits, y, crops)
@@ -593,6 +606,65 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+# ------------------------------------------------------------------------------------------ net, time
+
+
+def _warm_up(cfg: TrainConfig, rt: Runtime, net: torch.nn.Module, model: torch.nn.Module) -> None:
+    """One forward and backward pass of ``net`` on a zero batch of the training shape, so that
+    ``torch.compile`` compiles (or fails) here rather than in the first step. The weights, the
+    batch-norm statistics, the gradients and the random state are left as they were."""
+    crop = cfg.augment.crop
+    x = torch.zeros(cfg.batch_size, 1, crop, crop, device=rt.device)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    saved = [b.detach().clone() for b in model.buffers()]
+    try:
+        cuda = [rt.device] if rt.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), _autocast(cfg, rt.device):
+            net(x).float().mean().backward()
+    finally:
+        with torch.no_grad():
+            for b, old in zip(model.buffers(), saved):
+                b.copy_(old)
+        model.zero_grad(set_to_none=True)
+
+
+def training_net(cfg: TrainConfig, rt: Runtime, model: torch.nn.Module) -> torch.nn.Module:
+    """What the training steps call: ``model`` (channels-last when ``cfg.channels_last``), wrapped in DDP
+    under torchrun, compiled when ``cfg.compile``. ``model`` stays the plain module that is saved, so the
+    checkpoints' keys do not change; a compilation that fails leaves the eager network, with a warning."""
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    net: torch.nn.Module = model
+    if rt.distributed:
+        net = DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    if not cfg.compile:
+        return net
+    t0 = time.time()
+    try:
+        compiled: Any = torch.compile(net)
+        _warm_up(cfg, rt, compiled, model)
+    except Exception as e:  # noqa: BLE001 - compilers fail in many ways; training goes on without one
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        log.warning("torch.compile failed (%s: %s); training without it", type(e).__name__, first[:300])
+        return net
+    if rt.main:
+        log.info("torch.compile: compiled the training network in %.1f s", time.time() - t0)
+    return compiled
+
+
+def out_of_time(deadline: float | None, rt: Runtime) -> bool:
+    """Whether the wall-clock ``deadline`` (a ``time.time()`` value) has passed; rank 0 decides for all."""
+    if deadline is None:
+        return False
+    late = time.time() >= deadline
+    if rt.distributed:
+        flag = torch.tensor([float(late)], device=rt.device)
+        dist.broadcast(flag, 0)
+        late = bool(flag.item())
+    return late
+
+
 # ------------------------------------------------------------------------------------------------ fit
 
 
@@ -604,6 +676,7 @@ def fit(
     resume: bool = False,
     data: TrainingData | None = None,
     monitor: Monitor | None = None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg.model`` as configured; returns a summary. Writes to ``cfg.out``:
     ``last.pt`` (full state, for --resume; the one before it as ``last.prev.pt``), ``best.pt`` (best
@@ -611,6 +684,8 @@ def fit(
 
     ``monitor(model, meta)``, called after each epoch's validation, adds figures to the epoch's record
     (e.g. accuracy on sets that must never steer training); selection and early stopping never read them.
+    ``deadline`` (a ``time.time()`` value): a wall-clock budget; the run stops at the end of the first
+    epoch that ends after it (``stopped_by_deadline`` in the summary), its files written as usual.
     """
     check_run(cfg, resume, have_data=data is not None)
     rt = setup_runtime(cfg)
@@ -623,13 +698,11 @@ def fit(
     n_aux = aux_per_batch(cfg, device_data)
     state = new_state(cfg, initial_meta(cfg, data), rt, len(device_data.y_train), resume, n_aux)
     task = make_task(cfg, device_data.class_weights, rt.device, state.meta.classes)
-    net = state.model
-    if rt.distributed:
-        net = DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    net = training_net(cfg, rt, state.model)
     if rt.main:
         start_run_folder(cfg, data)
 
-    first, stopped_early = state.start_epoch, False
+    first, stopped_early, stopped_by_deadline = state.start_epoch, False, False
     for epoch in range(first, cfg.epochs + 1):
         t0 = time.time()
         train = train_one_epoch(cfg, rt, state, task, net, device_data, epoch)
@@ -655,6 +728,11 @@ def fit(
             if rt.main:
                 log.info("early stopping: no improvement in %d epochs", state.since_best)
             break
+        if epoch < cfg.epochs and out_of_time(deadline, rt):
+            stopped_by_deadline = True
+            if rt.main:
+                log.info("wall-clock budget spent: stopping after epoch %d of %d", epoch, cfg.epochs)
+            break
 
     if rt.main and state.history:
         plot_curves(state.history, Path(cfg.out) / "curves.png")
@@ -667,5 +745,6 @@ def fit(
         "epochs_run": len(state.history),
         "epochs_this_run": len(state.history) - (first - 1),
         "stopped_early": stopped_early,
+        "stopped_by_deadline": stopped_by_deadline,
         "history": state.history,
     }
