@@ -24,7 +24,7 @@ def test_grid_rows_and_budget():
     cfg = g.cell_config(g.row("ros"), "study", "cpu", data="d", out="o", finetune_from="t/best.pt")
     assert (cfg.model, cfg.epochs, cfg.early_stopping, cfg.optimizer, cfg.lr) == (
         "vgg_fer_w16",
-        15,
+        10,
         10,
         "adam",
         1e-4,
