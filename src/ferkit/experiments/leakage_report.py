@@ -230,6 +230,9 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
             *_series(official, "private_acc"), color="tab:blue", lw=2, label="official protocol: PrivateTest"
         )
         ax.axhline(r["study_reported"][0], color="tab:red", ls="--", lw=1, label="study, reported")
+        if not study["history"] and not official["history"]:
+            ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center", color="0.4")
+            ax.set_xlim(0, 10)
         ax.set_title(ROW_NAMES[row] + ("" if row == "tuned" else " (continues tuned)"))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
