@@ -30,9 +30,8 @@ from ferkit.data.smote_parents import provenance_masks
 from ferkit.data.study_protocol import cached_study_splits, study_method
 from ferkit.io import atomic_write_text
 from ferkit.models.registry import ModelMeta
-from ferkit.models.transforms import center_crop, normalize
 from ferkit.runtime import resolve_device
-from ferkit.training.loop import Monitor
+from ferkit.training.loop import Monitor, batched_logits
 
 TRAIN_SAMPLE = 4000
 
@@ -43,16 +42,6 @@ class WatchSet:
     images: torch.Tensor  # uint8 (N, 48, 48) on the training device
     labels: torch.Tensor
     seen: np.ndarray  # bool (N,): a pixel copy of one of the cell's training images
-
-
-@torch.inference_mode()
-def _predict(model: torch.nn.Module, meta: ModelMeta, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    model.eval()
-    out = [
-        model(center_crop(normalize(images[i : i + batch], meta), meta.input_size)).argmax(1)
-        for i in range(0, len(images), batch)
-    ]
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
 def _watch(
@@ -97,7 +86,8 @@ def make_monitor(sets: list[WatchSet]) -> Monitor:
         for s in sets:
             if len(s.labels) == 0:
                 continue
-            right = (_predict(model, meta, s.images) == s.labels).cpu().numpy()
+            pred = torch.cat([lg.argmax(1) for _, lg in batched_logits(model, meta, s.images)])
+            right = (pred == s.labels).cpu().numpy()
             out[f"{s.name}_acc"] = round(float(right.mean()), 5)
             if s.name != "train_eval":
                 for part, mask in (("seen", s.seen), ("unseen", ~s.seen)):

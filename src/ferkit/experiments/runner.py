@@ -100,6 +100,42 @@ def _train(
     return summary
 
 
+def _finish_cell(
+    cell: Path,
+    row: Row,
+    protocol: str,
+    scores: tuple[str, str, dict[str, Any], dict[str, Any]],
+    t0: float,
+    log: Callable[[str], None],
+    **facts: Any,
+) -> dict[str, Any]:
+    """Write the cell's ``metrics.json`` (what it was evaluated on, its metrics, ``facts``) and log it."""
+    evaluated, tta, metrics, sets = scores
+    study = protocol == "study"
+    result = {
+        "row": row.id,
+        "name": row.name,
+        "protocol": protocol,
+        "label": LEAKY if study else "official",
+        "evaluated_on": evaluated,
+        "tta": tta,
+        "metrics": {k: metrics[k] for k in KEEP if k in metrics},
+        "sets": {
+            name: {k: m[k] for k in ("top1", "top2", "top3", "balanced_accuracy", "n")}
+            for name, m in sets.items()
+        },
+        **facts,
+        "eval_seconds": round(time.perf_counter() - t0, 1),
+    }
+    _write(cell / METRICS, result)
+    tag = f"[{LEAKY}] " if study else ""
+    log(
+        f"  {tag}top-1 {metrics['top1']:.4f}  top-2 {metrics['top2']:.4f}  top-3 {metrics['top3']:.4f}  "
+        f"balanced {metrics['balanced_accuracy']:.4f} on {evaluated}"
+    )
+    return result
+
+
 def run_cell(
     grid: Grid,
     row: Row,
@@ -149,29 +185,17 @@ def run_cell(
         sets = res["sets"]
         metrics = sets[split]
         evaluated = split
-    result = {
-        "row": row.id,
-        "name": row.name,
-        "protocol": protocol,
-        "label": LEAKY if study else "official",
-        "evaluated_on": evaluated,
-        "tta": tta,
-        "metrics": {k: metrics[k] for k in KEEP if k in metrics},
-        "sets": {
-            name: {k: m[k] for k in ("top1", "top2", "top3", "balanced_accuracy", "n")}
-            for name, m in sets.items()
-        },
-        "leakage": leakage,
-        "train": train_summary,
-        "data": _read(cell / "data.json"),
-        "config": _read_yaml(cell / "config.yaml"),
-        "eval_seconds": round(time.perf_counter() - t0, 1),
-    }
-    _write(cell / METRICS, result)
-    tag = f"[{LEAKY}] " if study else ""
-    log(
-        f"  {tag}top-1 {metrics['top1']:.4f}  top-2 {metrics['top2']:.4f}  top-3 {metrics['top3']:.4f}  "
-        f"balanced {metrics['balanced_accuracy']:.4f} on {evaluated}"
+    result = _finish_cell(
+        cell,
+        row,
+        protocol,
+        (evaluated, tta, metrics, sets),
+        t0,
+        log,
+        leakage=leakage,
+        train=train_summary,
+        data=_read(cell / "data.json"),
+        config=_read_yaml(cell / "config.yaml"),
     )
     if study and leakage:
         log(f"  {format_leakage(leakage)}")
@@ -252,29 +276,10 @@ def run_ensemble_cell(
     else:
         sets = evaluate_dataset(scorer, dataset, split, tta)["sets"]
         metrics, evaluated = sets[split], split
-    result = {
-        "row": row.id,
-        "name": row.name,
-        "protocol": protocol,
-        "label": LEAKY if protocol == "study" else "official",
-        "evaluated_on": evaluated,
-        "tta": tta,
-        "metrics": {k: metrics[k] for k in KEEP if k in metrics},
-        "sets": {
-            n: {k: m[k] for k in ("top1", "top2", "top3", "balanced_accuracy", "n")} for n, m in sets.items()
-        },
-        "leakage": leakage,
-        "members": list(row.ensemble),
-        "eval_seconds": round(time.perf_counter() - t0, 1),
-    }
     cell = cell_dir(out, row, protocol)
     cell.mkdir(parents=True, exist_ok=True)
-    _write(cell / METRICS, result)
-    log(
-        f"  top-1 {metrics['top1']:.4f}  top-2 {metrics['top2']:.4f}  top-3 {metrics['top3']:.4f} "
-        f"on {evaluated}"
-    )
-    return result
+    scores = (evaluated, tta, metrics, sets)
+    return _finish_cell(cell, row, protocol, scores, t0, log, leakage=leakage, members=list(row.ensemble))
 
 
 def _read_yaml(path: Path) -> Any:

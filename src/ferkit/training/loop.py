@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -487,16 +487,23 @@ def train_one_epoch(
     }
 
 
+def batched_logits(
+    model: torch.nn.Module, meta: ModelMeta, images: torch.Tensor, batch_size: int = 512
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start, float logits) per batch of uint8 faces on the device: centre crop, eval mode, no grad."""
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            yield i, model(center_crop(normalize(images[i : i + batch_size], meta), meta.input_size)).float()
+
+
 @torch.inference_mode()
 def evaluate_arrays(
     model: torch.nn.Module, meta: ModelMeta, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512
 ) -> dict[str, float]:
     """Single centre-crop accuracy, balanced accuracy and loss on uint8 images already on the device."""
-    model.eval()
     preds, loss = [], 0.0
-    for i in range(0, len(images), batch_size):
-        x = center_crop(normalize(images[i : i + batch_size], meta), meta.input_size)
-        logits = model(x).float()
+    for i, logits in batched_logits(model, meta, images, batch_size):
         loss += F.cross_entropy(logits, labels[i : i + batch_size], reduction="sum").item()
         preds.append(logits.argmax(1))
     p = torch.cat(preds)
