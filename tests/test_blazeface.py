@@ -218,3 +218,45 @@ def test_auto_confirms_its_less_sure_faces_with_the_short_range_network():
     img, [(x, y, w, h)] = scene(1, side=200)
     assert det._confirmed(img, np.array([x, y, x + w, y + h], np.float32))
     assert not det._confirmed(background(seed=4), np.array([300, 200, 360, 260], np.float32))
+
+
+class _UprightBarVerifier:
+    """Stands in for the short-range network: "sees a face" only where a bright bar lies level."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def detect(self, rgb: np.ndarray):
+        self.calls += 1
+        ys, xs = np.nonzero(rgb.mean(axis=2) > 128)
+        if len(xs) == 0 or np.ptp(ys) > 0.3 * np.ptp(xs):
+            return np.zeros((0, 4), np.float32), np.zeros((0, 6, 2), np.float32), np.zeros(0, np.float32)
+        x, y = xs.mean(), ys.mean()
+        return (
+            np.array([[x - 5, y - 5, x + 5, y + 5]], np.float32),
+            np.zeros((1, 6, 2), np.float32),
+            np.ones(1),
+        )
+
+
+def test_a_rolled_face_is_confirmed_turned_upright_by_its_eyes():
+    import cv2
+
+    img = np.zeros((400, 400, 3), np.uint8)
+    bar = cv2.boxPoints(((200.0, 200.0), (80.0, 10.0), 30.0)).astype(np.int32)
+    cv2.fillPoly(img, [bar], (255, 255, 255))
+    a = math.radians(30)
+    kps = np.array(
+        [[200 - 30 * math.cos(a), 200 - 30 * math.sin(a)], [200 + 30 * math.cos(a), 200 + 30 * math.sin(a)]]
+    )
+    kps = np.concatenate([kps, np.full((4, 2), 200.0)]).astype(np.float32)
+    assert roll_angle(kps) == pytest.approx(30, abs=0.01)
+    det = BlazeFaceDetector()
+    det._verifier = _UprightBarVerifier()
+    box = np.array([160, 160, 240, 240], np.float32)
+    assert not det._confirmed(img, box)  # as the image has it, the bar is not level
+    assert det._confirmed(img, box, kps)
+    level = kps.copy()
+    level[1] = [230, kps[0, 1] + 2]  # eyes nearly level: no upright retry
+    calls = det._verifier.calls
+    assert not det._confirmed(img, box, level) and det._verifier.calls == calls + 2
