@@ -165,3 +165,34 @@ def test_ros_leaks_exact_copies_only_and_no_resampling_leaks_nothing():
     assert r["exact"] == split.leakage()["exact"]
     none = leak_provenance(study_splits(pool(), "none", seed=0))
     assert (none["exact"], none["smote_neighbour"], none["exact_or_smote_share"]) == (0, 0, 0.0)
+
+
+def test_a_split_hashes_each_part_once_for_its_audit_and_provenance(monkeypatch):
+    import ferkit.data.leakage as leakage_module
+    import ferkit.data.smote_parents as parents_module
+    import ferkit.data.study_protocol as protocol_module
+
+    split = study_splits(pool(), "smote", seed=0)
+    hashed: list[np.ndarray] = []
+
+    def counting(images: np.ndarray) -> np.ndarray:
+        hashed.append(images)
+        return image_hashes(images)
+
+    for module in (leakage_module, parents_module, protocol_module):
+        monkeypatch.setattr(module, "image_hashes", counting)
+    report = split.leakage()
+    assert sum(a is split.train.images for a in hashed) == sum(a is split.test.images for a in hashed) == 1
+    h = split.hashes("study-train")
+    assert h is split.hashes("study-train") and not h.flags.writeable
+    assert np.array_equal(h, image_hashes(split.train.images))
+    unshared = leakage_module.audit_leakage(
+        split.train.images, split.test.images, reference=split.test.images
+    )
+    shared = leakage_module.audit_leakage(
+        split.train.images,
+        split.test.images,
+        reference=split.test.images,
+        hashes=(split.hashes("study-train"), split.hashes("study-test")),
+    )
+    assert shared == unshared and report["exact"] == shared["exact"]

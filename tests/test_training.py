@@ -17,7 +17,7 @@ from ferkit.data.dataset import FaceDataset
 from ferkit.errors import ConfigError
 from ferkit.models.checkpoint import load_checkpoint, model_from_checkpoint
 from ferkit.training.data import TrainingData, inverse_frequency, prepare_training_data
-from ferkit.training.loop import fit
+from ferkit.training.loop import best_epoch, fit
 
 
 def test_two_epochs_lower_the_loss_and_write_checkpoints(tmp_path):
@@ -90,6 +90,15 @@ def test_early_stopping_stops(tmp_path):
         tiny_cfg(tmp_path / "run", epochs=20, lr=0.0, early_stopping=2, scheduler="none"), data=tiny_data()
     )
     assert s["stopped_early"] and s["epochs_run"] == 3
+    # Equal validation accuracy every epoch: the first epoch stays the best (best.pt), as best_epoch says.
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == best_epoch(s["history"])["epoch"] == 1
+
+
+def test_best_epoch_is_the_first_maximum_of_the_selection_accuracy():
+    h = [{"epoch": e, "val_acc": a} for e, a in [(1, 0.5), (2, 0.6), (3, 0.6), (4, 0.55)]]
+    assert best_epoch(h)["epoch"] == 2 and best_epoch([]) is None  # a tie keeps the earlier epoch
+    aux = [{**r, "select_acc": s} for r, s in zip(h, [0.3, 0.2, 0.1, 0.4])]
+    assert best_epoch(aux)["epoch"] == 4  # select_acc, where the records have it, decides
 
 
 @pytest.mark.parametrize("balance", ["class_weight", "sampler"])

@@ -81,21 +81,27 @@ def audit_leakage(
     test_images: np.ndarray,
     reference: np.ndarray | None = None,
     leaky: bool = False,
+    hashes: tuple[np.ndarray, np.ndarray] | None = None,
     **facts: Any,
 ) -> dict[str, Any]:
     """Exact and near copies of test images in the training set (JSON-ready).
 
     ``reference``: the original test images the threshold comes from (default: ``test_images``).
     ``leaky``: the numbers come from the study's resample-then-split protocol and are labelled so.
+    ``hashes``: ``image_hashes`` of (train_images, test_images) when the caller has them already.
     ``facts``: extra JSON-ready fields to record (protocol, method, seed...).
     """
 
     n = len(test_images)
-    exact = np.isin(image_hashes(test_images), image_hashes(train_images)) if n else np.zeros(0, bool)
+    if hashes is None:
+        none = np.zeros(0, "S16")
+        hashes = (image_hashes(train_images), image_hashes(test_images)) if n else (none, none)
+    train_h, test_h = hashes
+    exact = np.isin(test_h, train_h) if n else np.zeros(0, bool)
     threshold = closest_pair_distance(test_images if reference is None else reference)
     dist, _ = nearest_distances(test_images, train_images)
     near = (~exact) & (dist < threshold)
-    _, within_idx = np.unique(image_hashes(test_images), return_index=True) if n else (None, np.zeros(0, int))
+    _, within_idx = np.unique(test_h, return_index=True) if n else (None, np.zeros(0, int))
     uniq = test_images[np.sort(within_idx)]
     within, _ = nearest_distances(uniq, uniq, exclude_self=True) if len(uniq) > 1 else (np.zeros(0), None)
     out: dict[str, Any] = {

@@ -147,7 +147,7 @@ def provenance_masks(split: StudySplit) -> dict[str, np.ndarray]:
     """Per test image (bool arrays): ``exact`` copy of a training image, ``smote_neighbour`` (not exact;
     see ``leak_provenance``), ``sibling`` (shares only a parent with a training synthetic), ``synthetic``,
     ``parent_of_training`` and ``child_of_training``."""
-    train_h, test_h = image_hashes(split.train.images), image_hashes(split.test.images)
+    train_h, test_h = split.hashes(TRAIN), split.hashes(TEST)
     exact = np.isin(test_h, train_h)
     _, train_parents = _parent_rows(split, TRAIN)
     test_syn, test_parents = _parent_rows(split, TEST)

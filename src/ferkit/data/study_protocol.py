@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ferkit.data.audit import image_hashes
 from ferkit.data.balance import RESAMPLE_METHODS, make_sampler
 from ferkit.data.dataset import FaceDataset, stratified_subsample
 from ferkit.data.leakage import LEAKY, audit_leakage, format_leakage
@@ -57,6 +58,17 @@ class StudySplit:
     parents: dict[str, np.ndarray] | None = field(repr=False, default=None)
     steps: dict[str, np.ndarray] | None = field(repr=False, default=None)
     source_images: np.ndarray | None = field(repr=False, compare=False, default=None)
+    _hashes: dict[str, np.ndarray] = field(init=False, repr=False, compare=False, default_factory=dict)
+
+    def hashes(self, part: str) -> np.ndarray:
+        """``image_hashes`` of a part's images (``part``: one of ``PARTS``), computed once per split and
+        read-only: the leakage audit, the provenance masks, the monitor and the runner's saved test part
+        of a cell all hash the same (cached) split."""
+        if part not in self._hashes:
+            h = image_hashes(dict(zip(PARTS, (self.train, self.val, self.test)))[part].images)
+            h.flags.writeable = False
+            self._hashes[part] = h
+        return self._hashes[part]
 
     def leakage(self, **facts: Any) -> dict[str, Any]:
         """The leakage audit of this split (labelled LEAKY), with how the test set was made."""
@@ -70,6 +82,7 @@ class StudySplit:
             self.test.images,
             reference=self.test.images[real],
             leaky=True,
+            hashes=(self.hashes("study-train"), self.hashes("study-test")),
             protocol="study",
             method=self.method,
             seed=self.seed,

@@ -18,6 +18,7 @@ from typing import Any
 from ferkit.data.leakage import LEAKY
 from ferkit.errors import ConfigError
 from ferkit.io import atomic_write, atomic_write_text
+from ferkit.training.loop import best_epoch
 
 # The study's reported top-1 / top-2 / top-3 (%), as quoted in issue 15.
 STUDY_REPORTED: dict[str, tuple[float, float, float]] = {
@@ -39,20 +40,13 @@ def _history(cell: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
 
 
-def _best(history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The epoch the run selected (the first with the highest validation accuracy), as ``fit`` does."""
-    if not history:
-        return None
-    return max(history, key=lambda h: (h.get("select_acc", h["val_acc"]), -h["epoch"]))
-
-
 def _cell(out: Path, row: str, protocol: str) -> dict[str, Any]:
     cell = out / row / protocol
     hist = _history(cell)
     return {
         "metrics": _load(cell / "metrics.json"),
         "history": hist,
-        "best": _best(hist),
+        "best": best_epoch(hist),  # the epoch the run selected, by fit's own rule
         "monitor": _load(cell / "monitor.json"),
         "leakage": _load(cell / "leakage.json"),
     }

@@ -62,8 +62,9 @@ def watch_sets(
 ) -> list[WatchSet]:
     """The leaky test part, PrivateTest and a training sample, each marked seen/unseen for this cell."""
     device = resolve_device(cfg.device)
-    hashes = image_hashes(train_images)
     split = cached_study_splits(dataset, study_method(cfg.balance), cfg.seed, cfg.max_train_images)
+    # A study cell trains on the split's own training part (unless augmented copies were added to it).
+    hashes = split.hashes("study-train") if train_images is split.train.images else image_hashes(train_images)
     study, seen = split.test, None
     if cfg.protocol == "study":  # trained on it: an exact copy, or SMOTE interpolated from or to it
         masks = provenance_masks(split)

@@ -32,7 +32,7 @@ from ferkit.data.balance import RESAMPLE_METHODS
 from ferkit.data.dataset import FaceDataset
 from ferkit.data.leakage import LEAKY, audit_leakage, format_leakage
 from ferkit.data.load import load_dataset
-from ferkit.data.study_protocol import cached_study_splits, study_method
+from ferkit.data.study_protocol import StudySplit, cached_study_splits, study_method
 from ferkit.errors import ConfigError
 from ferkit.evaluation.evaluate import evaluate_dataset
 from ferkit.evaluation.metrics import compute_metrics
@@ -176,7 +176,7 @@ def run_cell(
     scorer = load_scorer(cell / "best.pt", device=resolve_device(cfg.device))
     if study:
         parts = cached_study_splits(dataset, study_method(cfg.balance), cfg.seed, cfg.max_train_images)
-        _save_study_parts(cell, parts.test.images, parts.test.labels, parts.train.images)
+        _save_study_parts(cell, parts)
         metrics = compute_metrics(scorer.predict_proba(parts.test.images, tta), parts.test.labels)
         sets = {"study-test": metrics}
         evaluated = f"study-test ({len(parts.test)} images, {LEAKY})"
@@ -205,11 +205,14 @@ def run_cell(
 STUDY_PARTS = "study_parts.npz"
 
 
-def _save_study_parts(
-    cell: Path, test_images: np.ndarray, test_labels: np.ndarray, train: np.ndarray
-) -> None:
+def _save_study_parts(cell: Path, parts: StudySplit) -> None:
     """The cell's leaky test part and its training images' hashes, for the ensemble rows that use it."""
-    arrays = {"test_images": test_images, "test_labels": test_labels, "train_hashes": image_hashes(train)}
+    test = parts.test
+    arrays = {
+        "test_images": test.images,
+        "test_labels": test.labels,
+        "train_hashes": parts.hashes("study-train"),
+    }
     atomic_write(cell / STUDY_PARTS, lambda f: np.savez(f, allow_pickle=False, **arrays))
 
 
@@ -229,7 +232,7 @@ def _study_parts(cell: Path, dataset: FaceDataset) -> Any:
         parts = cached_study_splits(
             dataset, study_method(cfg["balance"]), cfg["seed"], cfg.get("max_train_images", 0)
         )
-        _save_study_parts(cell, parts.test.images, parts.test.labels, parts.train.images)
+        _save_study_parts(cell, parts)
     return np.load(cell / STUDY_PARTS)
 
 

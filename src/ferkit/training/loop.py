@@ -65,6 +65,7 @@ RESUME_MAY_CHANGE = frozenset(
 NO_DATA = "no training data: pass --data PATH or data=PATH"
 # What a checkpoint holds besides its weights when it can continue a run (best.pt holds none of it).
 RESUME_KEYS = ("config", "epoch", "optimizer", "rng", "best_val_acc", "since_best", "history")
+NO_SCORE = -1.0  # the best selection accuracy before any epoch (every accuracy beats it)
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -245,7 +246,7 @@ class RunState:
     gens: dict[str, torch.Generator]  # "cpu": epoch order (same on all ranks), "aug": augmentation
     steps_per_epoch: int
     start_epoch: int = 1
-    best: float = -1.0
+    best: float = NO_SCORE
     since_best: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -255,13 +256,28 @@ class RunState:
         return self.sched is not None and not isinstance(self.sched, ReduceLROnPlateau)
 
     def add(self, record: dict[str, Any]) -> bool:
-        """Append an epoch's record; True when its selection accuracy (``select_acc`` when there is an
-        auxiliary validation set, else PublicTest's ``val_acc``) is the best so far."""
+        """Append an epoch's record; True when it is the run's best so far (``best_epoch``)."""
         self.history.append(record)
-        score = record.get("select_acc", record["val_acc"])
-        improved = score > self.best
+        improved = best_epoch(self.history) is record
+        score = selection_accuracy(record)
         self.best, self.since_best = (score, 0) if improved else (self.best, self.since_best + 1)
         return improved
+
+
+def selection_accuracy(record: dict[str, Any]) -> float:
+    """What model selection compares in an epoch's record: ``select_acc`` when there is an auxiliary
+    validation set, else PublicTest's ``val_acc``."""
+    return record.get("select_acc", record["val_acc"])
+
+
+def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record of the epoch a run selects (its ``best.pt``): the first whose selection accuracy beats
+    every earlier epoch's, so the first maximum (a tie keeps the earlier epoch); None for no epochs."""
+    best, top = None, NO_SCORE
+    for record in history:
+        if selection_accuracy(record) > top:
+            best, top = record, selection_accuracy(record)
+    return best
 
 
 def _rng_state(gens: dict[str, torch.Generator]) -> dict[str, Any]:
@@ -533,7 +549,7 @@ def validate(cfg: TrainConfig, state: RunState, data: DeviceData) -> dict[str, f
         val.update({f"aux_{k}": v for k, v in aux.items()})
         val["select_acc"] = selection_score(cfg, val)
     if state.sched is not None and not state.per_batch:
-        state.sched.step(val.get("select_acc", val["val_acc"]))
+        state.sched.step(selection_accuracy(val))
     return val
 
 
