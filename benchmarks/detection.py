@@ -15,7 +15,8 @@ detection is matched at most once; unmatched detections are false faces. Crop Io
 whose framing the crops should match): the detector's calibrated crop square (turned by the eye angle when
 it has keypoints) against the pasted face's square (polygon IoU). Expression accuracy: the bundled model
 on the crops of the faces blazeface:auto found that are rolled by 15 degrees or more, aligned and not
-(and on the original 48x48 images of the same faces).
+(and on the original 48x48 images of the same faces); and per kind of scene, on the aligned crops of all
+the faces it found against their original 48x48 images.
 
     python benchmarks/detection.py [--scenes 320] [--seed 0] [--json out.json]
 """
@@ -179,6 +180,18 @@ def match(truth, boxes: list[Box]) -> dict[int, int]:
     return out
 
 
+def expression_by_kind(rec, found: dict[str, list]) -> dict[str, dict[str, float]]:
+    """Top-1 of the model on the found faces' aligned crops and on their original 48x48 images, per kind of
+    scene: what the scene's condition (size, blur, noise, light, roll) costs beyond the face itself."""
+    y, kinds = np.array(found["labels"]), np.array(found["kinds"])
+    hit = {k: rec.predict_proba(found[k]).argmax(1) == y for k in ("crops", "original")}
+    out = {}
+    for kind in [k for k in KINDS if k in set(kinds)] + ["wild"]:
+        sel = np.ones(len(y), bool) if kind == "wild" else kinds == kind
+        out[kind] = {"faces": int(sel.sum()), **{k: float(v[sel].mean()) for k, v in hit.items()}}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fer2013", default=str(ROOT.parent / "shared" / "data" / "fer2013"))
@@ -209,6 +222,7 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     rows = {}
     aligned: dict[str, list] = {"aligned": [], "unaligned": [], "labels": [], "original": []}
+    by_kind: dict[str, list] = {"crops": [], "labels": [], "kinds": [], "original": []}
     for name, det in dets.items():
         per_kind: dict[str, dict[str, float]] = {
             k: {"faces": 0, "found": 0, "false": 0, "scenes": 0} for k in KINDS
@@ -230,6 +244,14 @@ def main() -> None:
                 if faces[truth[t][1]][2] == "fer2013":
                     g = crop_geometry(boxes[d], 0.0, scale=scale, shift=shift, align=True)
                     ious.append(polygon_iou(g.corners(), truth[t][0]))
+                if name == "blazeface:auto":
+                    fi = truth[t][1]
+                    by_kind["crops"].append(
+                        crop_faces(img, [boxes[d]], scale=scale, shift=shift, align=True)[0].crop
+                    )
+                    by_kind["labels"].append(faces[fi][1])
+                    by_kind["kinds"].append(kind)
+                    by_kind["original"].append(faces[fi][0])
                 if name == "blazeface:auto" and abs(truth[t][3]) >= 15:
                     b = boxes[d]
                     a, u = (
@@ -270,6 +292,8 @@ def main() -> None:
             for k in ("aligned", "unaligned", "original")
         }
         result["expression_rotated_faces"] = {"faces": len(y), **acc}
+    if by_kind["labels"]:
+        result["expression_by_kind"] = expression_by_kind(rec, by_kind)
     print(
         f"{result['scenes']} scenes, {result['faces']} faces, seed {args.seed}, {result['machine']}, "
         f"load {result['load_average']}"
@@ -288,6 +312,14 @@ def main() -> None:
         print(
             f"expression, {e['faces']} faces rolled >= 15 deg found by blazeface:auto: "
             f"aligned {e['aligned']:.3f}, unaligned {e['unaligned']:.3f}, original 48x48 {e['original']:.3f}"
+        )
+    if "expression_by_kind" in result:
+        parts = [
+            f"{k}={v['crops']:.2f}/{v['original']:.2f}({v['faces']})"
+            for k, v in result["expression_by_kind"].items()
+        ]
+        print(
+            "expression by kind, found faces' aligned crops / their original 48x48 (faces):", " ".join(parts)
         )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
