@@ -320,3 +320,19 @@ def test_cli_evaluate_skip_bad(cli, tiny_ckpt, fer_folders, tmp_path, capsys):
     assert "skipped in the data: 1" in capsys.readouterr().out
     report = json.loads((out / "metrics.json").read_text())
     assert sum(report["data_skipped"].values()) == 1 and "--skip-bad" in report["command"]
+
+
+def test_cli_evaluate_crop_scores_the_central_part_and_says_so(cli, tiny_ckpt, fer_csv, tmp_path, capsys):
+    base = ["evaluate", str(tiny_ckpt), "--data", str(fer_csv), "--tta", "center", "--json"]
+    assert cli(base) == 0
+    plain = json.loads(capsys.readouterr().out)
+    out = tmp_path / "eval"
+    assert cli([*base, "--crop", "0.5", "-o", str(out)]) == 0
+    tight = json.loads(capsys.readouterr().out)
+    assert tight["crop"] == 0.5 and "crop" not in plain and "--crop" in tight["command"]
+    assert tight["sets"]["PrivateTest"]["n"] == plain["sets"]["PrivateTest"]["n"]  # the same faces
+    assert tight["sets"]["PrivateTest"]["nll"] != plain["sets"]["PrivateTest"]["nll"]  # seen otherwise
+    assert "central 0.5 of each face" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit) as e:
+        cli([*base, "--crop", "1.5"])
+    assert e.value.code == 2 and "must be in (0, 1]" in capsys.readouterr().err

@@ -43,3 +43,19 @@ def test_malformed_arrays_are_refused(bad):
 def test_non_image_bytes_are_refused():
     with pytest.raises(InputError, match="not a readable image"):
         decode_image(b"hello", name="x.txt")
+
+
+def test_centre_crop_keeps_the_middle_of_each_face():
+    from ferkit.data.images import centre_crop
+
+    faces = np.zeros((2, 48, 48), np.uint8)
+    faces[:, 12:36, 12:36] = 200  # a centred square half the side
+    out = centre_crop(faces, 0.5)
+    assert out.shape == faces.shape and out.dtype == np.uint8
+    assert (out[:, 2:-2, 2:-2] == 200).all()  # the square now fills the face
+    assert np.array_equal(centre_crop(faces, 1.0), faces)
+    wide = centre_crop(faces, 0.8)
+    assert (wide[:, 0, :] == 0).all() and wide[0, 24, 24] == 200  # a border still shows at 0.8
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(InputError):
+            centre_crop(faces, bad)

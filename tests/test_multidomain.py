@@ -99,3 +99,26 @@ def test_heldout_part_never_reaches_training_and_pooled_is_as_before(tmp_path):
     assert pooled.aux_images is None and len(pooled.train_labels) == len(y) + 35
     with pytest.raises(ConfigError):
         prepare_training_data(TrainConfig(aux_data="x", aux_sampling="per_batch", protocol="study"), ds)
+
+
+def test_aux_crop_tightens_the_auxiliary_faces_only_and_keeps_the_same_heldout_faces(tmp_path):
+    from ferkit.data.images import centre_crop
+
+    _write_aux(tmp_path / "aux")
+    x, y = make_synthetic(10, seed=0)
+    ds = FaceDataset(
+        np.concatenate([x, x[:14]]),
+        np.concatenate([y, y[:14]]),
+        np.array(["Training"] * len(y) + ["PublicTest"] * 14, object),
+    )
+    kw = {"aux_data": str(tmp_path / "aux"), "aux_ratio": 0.5, "aux_sampling": "per_batch"}
+    kw["out"] = str(tmp_path)
+    loose = prepare_training_data(TrainConfig(**kw), ds)
+    tight = prepare_training_data(TrainConfig(**kw, aux_crop=0.8), ds)
+    assert tight.notes["aux"]["crop"] == 0.8
+    assert np.array_equal(tight.train_images, loose.train_images)  # FER2013 is left as it is
+    assert np.array_equal(tight.aux_val_labels, loose.aux_val_labels)  # the held-out faces do not move
+    assert np.array_equal(tight.aux_images, centre_crop(loose.aux_images, 0.8))
+    assert np.array_equal(tight.aux_val_images, centre_crop(loose.aux_val_images, 0.8))
+    with pytest.raises(ConfigError, match="aux_crop"):
+        prepare_training_data(TrainConfig(**kw, aux_crop=0.0), ds)

@@ -89,6 +89,9 @@ class TrainConfig:
     aux_ratio: float = 0.0
     aux_sampling: AuxSampling = "pooled"
     aux_balance: AuxBalance = "none"  # per_batch: "sampler" draws the auxiliary share class-balanced
+    # The central fraction of each auxiliary face kept (then resized back): AffectNet's crops are looser
+    # than FER2013's, and detected faces are cropped to FER2013's framing (0.8 matches best; data.images).
+    aux_crop: float = 1.0
     # per_batch: the best checkpoint (and plateau schedule, early stopping) follows PublicTest accuracy
     # ("val"), the auxiliary held-out accuracy ("aux_val") or their mean; without one it is PublicTest's.
     select_on: SelectOn = "mean"

@@ -19,6 +19,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -43,6 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=TTA_CHOICES,
         help="test-time crops whose logits are averaged (default: the crops built into an .onnx "
         "file, else ten_crop as in the study)",
+    )
+    p.add_argument(
+        "--crop",
+        type=_fraction,
+        default=1.0,
+        help="score the central fraction of each face, resized back (e.g. 0.8: AffectNet's looser crops "
+        "in FER2013's framing; default 1)",
     )
     p.add_argument("-o", "--out", help="write metrics.json, report.md and confusion.png to this folder")
     p.add_argument(
@@ -73,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         "--split",
         args.split,
         *(["--tta", args.tta] if args.tta else []),
+        *(["--crop", f"{args.crop:g}"] if args.crop != 1 else []),
         "--batch-size",
         str(args.batch_size),
         "--device",
@@ -91,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         dedup=args.dedup,
         command=command,
         skip_bad=args.skip_bad,
+        crop=args.crop,
     )
     if args.json:
         print(json.dumps(result, indent=2))

@@ -17,6 +17,7 @@ from ferkit.data.affectnet import load_affectnet
 from ferkit.data.balance import augment_balanced_subset, resample
 from ferkit.data.dataset import FaceDataset, stratified_subsample
 from ferkit.data.heldout import HELDOUT, split_heldout
+from ferkit.data.images import centre_crop
 from ferkit.data.study_protocol import study_split
 from ferkit.errors import ConfigError
 from ferkit.labels import NUM_CLASSES
@@ -68,6 +69,8 @@ def _check_splits(cfg: TrainConfig) -> None:
         )
     if cfg.aux_ratio < 0:
         raise ConfigError(f"aux_ratio must be at least 0, got {cfg.aux_ratio}")
+    if not 0 < cfg.aux_crop <= 1:
+        raise ConfigError(f"aux_crop must be in (0, 1], got {cfg.aux_crop}")
 
 
 def _add_auxiliary(
@@ -78,7 +81,8 @@ def _add_auxiliary(
     n_aux = min(len(aux), round(cfg.aux_ratio * len(y)))
     idx = np.random.default_rng(cfg.seed).choice(len(aux), size=n_aux, replace=False)
     notes["aux_images"] = int(n_aux)
-    return np.concatenate([x, aux.images[idx]]), np.concatenate([y, aux.labels[idx]])
+    extra = centre_crop(aux.images[idx], cfg.aux_crop)
+    return np.concatenate([x, extra]), np.concatenate([y, aux.labels[idx]])
 
 
 def _auxiliary_domain(cfg: TrainConfig, path: str, notes: dict) -> dict[str, np.ndarray | None]:
@@ -92,15 +96,17 @@ def _auxiliary_domain(cfg: TrainConfig, path: str, notes: dict) -> dict[str, np.
     notes["aux"] = {
         "path": path,
         "sampling": cfg.aux_sampling,
+        "crop": cfg.aux_crop,
         "train_counts": train.class_counts().tolist(),
         "heldout_counts": val.class_counts().tolist(),
         "skipped": {k: int(v) for k, v in aux.skipped.items() if v},
     }
+    # Cropped after the held-out split: the held-out faces are chosen by their pixels as loaded.
     return {
-        "aux_images": train.images,
+        "aux_images": centre_crop(train.images, cfg.aux_crop),
         "aux_labels": train.labels,
         "aux_sample_weights": weights,
-        "aux_val_images": val.images,
+        "aux_val_images": centre_crop(val.images, cfg.aux_crop),
         "aux_val_labels": val.labels,
     }
 
