@@ -77,14 +77,20 @@ def _write_aux(root, n: int = 20) -> None:
         cv2.imwrite(str(d / f"image{i:04d}.png"), cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))
 
 
-def test_heldout_part_never_reaches_training_and_pooled_is_as_before(tmp_path):
+def _fer_with_aux(tmp_path) -> FaceDataset:
+    """A tiny FER2013-like dataset (10 Training faces a class, 14 PublicTest); AffectNet-like folders in
+    tmp_path / "aux"."""
     _write_aux(tmp_path / "aux")
     x, y = make_synthetic(10, seed=0)
-    ds = FaceDataset(
+    return FaceDataset(
         np.concatenate([x, x[:14]]),
         np.concatenate([y, y[:14]]),
         np.array(["Training"] * len(y) + ["PublicTest"] * 14, object),
     )
+
+
+def test_heldout_part_never_reaches_training_and_pooled_is_as_before(tmp_path):
+    ds = _fer_with_aux(tmp_path)
     cfg = TrainConfig(
         aux_data=str(tmp_path / "aux"), aux_ratio=0.5, aux_sampling="per_batch", out=str(tmp_path)
     )
@@ -93,10 +99,10 @@ def test_heldout_part_never_reaches_training_and_pooled_is_as_before(tmp_path):
     assert len(data.aux_val_labels) == 7 * 3  # round(0.15 x 20) per class
     trained = {a.tobytes() for a in data.aux_images}
     assert not any(v.tobytes() in trained for v in data.aux_val_images)
-    assert len(data.train_labels) == len(y)  # per_batch keeps the domains apart
+    assert len(data.train_labels) == 70  # per_batch keeps the domains apart
     assert data.notes["aux"]["heldout_counts"] == [3] * 7
     pooled = prepare_training_data(TrainConfig(aux_data=str(tmp_path / "aux"), aux_ratio=0.5), ds)
-    assert pooled.aux_images is None and len(pooled.train_labels) == len(y) + 35
+    assert pooled.aux_images is None and len(pooled.train_labels) == 70 + 35
     with pytest.raises(ConfigError):
         prepare_training_data(TrainConfig(aux_data="x", aux_sampling="per_batch", protocol="study"), ds)
 
@@ -104,13 +110,7 @@ def test_heldout_part_never_reaches_training_and_pooled_is_as_before(tmp_path):
 def test_aux_crop_tightens_the_auxiliary_faces_only_and_keeps_the_same_heldout_faces(tmp_path):
     from ferkit.data.images import centre_crop
 
-    _write_aux(tmp_path / "aux")
-    x, y = make_synthetic(10, seed=0)
-    ds = FaceDataset(
-        np.concatenate([x, x[:14]]),
-        np.concatenate([y, y[:14]]),
-        np.array(["Training"] * len(y) + ["PublicTest"] * 14, object),
-    )
+    ds = _fer_with_aux(tmp_path)
     kw = {"aux_data": str(tmp_path / "aux"), "aux_ratio": 0.5, "aux_sampling": "per_batch"}
     kw["out"] = str(tmp_path)
     loose = prepare_training_data(TrainConfig(**kw), ds)
