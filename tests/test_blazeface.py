@@ -260,3 +260,19 @@ def test_a_rolled_face_is_confirmed_turned_upright_by_its_eyes():
     level[1] = [230, kps[0, 1] + 2]  # eyes nearly level: no upright retry
     calls = det._verifier.calls
     assert not det._confirmed(img, box, level) and det._verifier.calls == calls + 2
+
+
+def test_a_photo_decoded_reduced_gets_its_boxes_and_min_face_in_its_own_pixels(tmp_path):
+    import cv2
+
+    img, [(x, y, w, h)] = scene(1, width=800, height=600, side=240, seed=2)
+    big = cv2.resize(img, (4000, 3000), interpolation=cv2.INTER_LINEAR)  # decoded reduced to 2048 px
+    path = tmp_path / "big.jpg"
+    path.write_bytes(encode(big))
+    [face] = FaceAnalyzer(min_face=0).analyze(path)
+    truth = Box(x * 5, y * 5, w * 5, h * 5)
+    assert face.box.iou(truth) > 0.5  # in the 4000 x 3000 photo's pixels, not the reduced decode's
+    # The face is ~600 px in the photo but ~300 px in the reduced decode: min_face counts the photo's.
+    assert len(FaceAnalyzer(min_face=450).analyze(path)) == 1
+    kept = FaceAnalyzer(min_face=800).detect(path)
+    assert len(kept) == 0 and kept.too_small == 1

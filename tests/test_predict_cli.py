@@ -203,3 +203,11 @@ def test_no_face_tiny_face_gray_and_huge_photo(tmp_path, capsys, ckpt):
     assert abs(y + h / 2 - 10 * (truth[1] + truth[3] / 2)) < 10 * truth[3] * 0.3
     code, out, _ = _run(capsys, tmp_path / "in" / "tiny.png", "--model", ckpt, "--min-face", "0")
     assert code == 0 and len(out.splitlines()) == 1
+    # --min-face counts the photo's pixels, not those of its reduced decode (the face is ~10x its 200 px
+    # square's inner face in the photo, ~3x in the decode)
+    side = max(w, h)
+    for min_face, n in ((side * 0.8, 1), (side * 1.25, 0)):
+        code, out, _ = _run(
+            capsys, tmp_path / "in" / "huge.jpg", "--model", ckpt, "--min-face", round(min_face)
+        )
+        assert code == 0 and len(out.splitlines()) == n

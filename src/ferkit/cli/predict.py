@@ -321,7 +321,7 @@ def _predict_images(items, analyzer, writer, args, progress, warn, note) -> int:
             loaded = load_image(path, max_side=side, max_bytes=args.max_file_bytes)
             if args.face_crops:  # check each crop here, so one bad file does not sink its batch
                 prepare_faces([loaded.pixels])
-            faces = [] if args.face_crops else analyzer.detect(loaded.pixels)
+            faces = [] if args.face_crops else analyzer.detect(loaded.pixels, scale=loaded.scale)
         except InputError as e:
             warn(f"skipped {e}" if str(path) in str(e) else f"skipped {path}: {e}")
             progress.update(1)

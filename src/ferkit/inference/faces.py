@@ -628,6 +628,17 @@ def crop_faces(
     return out
 
 
+def _decoded(image: Any) -> tuple[np.ndarray, tuple[float, float]]:
+    """``_as_image`` and the (x, y) factors from its pixels to the original image's: a file or bytes
+    larger than MAX_DECODE_SIDE is decoded reduced."""
+    from ferkit.data.images import load_image
+
+    if isinstance(image, (str, Path, bytes, bytearray, memoryview)):
+        loaded = load_image(image)
+        return loaded.pixels, loaded.scale
+    return _as_image(image), (1.0, 1.0)
+
+
 def _as_image(image: Any) -> np.ndarray:
     """numpy array, PIL image, path or encoded bytes -> a uint8 pixel array (decoded with every guard)."""
     from ferkit.data.images import load_image, pil_to_array
@@ -689,15 +700,24 @@ class FaceAnalyzer:
     def classes(self) -> list[str]:
         return list(self.recognizer.classes)
 
-    def detect(self, image: Any) -> Faces:
-        image = _as_image(image)
-        return self.faces_from_boxes(image, self.detector.detect(image))
+    def detect(self, image: Any, *, scale: tuple[float, float] | None = None) -> Faces:
+        """Unclassified faces. A path or bytes decoded reduced (over MAX_DECODE_SIDE) gets its boxes in the
+        original image's pixels. ``scale``: for an array the caller decoded reduced, the (x, y) factors to
+        the original's pixels, so ``min_face`` counts original pixels (the boxes stay the array's)."""
+        pixels, own = _decoded(image)
+        faces = self.faces_from_boxes(pixels, self.detector.detect(pixels), scale=scale or own)
+        if scale is None:
+            scale_faces(faces, *own)  # in place: the boxes in the original image's pixels
+        return faces
 
-    def faces_from_boxes(self, image: np.ndarray, boxes: Sequence[Box]) -> Faces:
-        """Unclassified faces (crops) of ``boxes`` in a decoded image, smaller than ``min_face`` dropped."""
+    def faces_from_boxes(
+        self, image: np.ndarray, boxes: Sequence[Box], *, scale: tuple[float, float] = (1.0, 1.0)
+    ) -> Faces:
+        """Unclassified faces (crops) of ``boxes`` in a decoded image, smaller than ``min_face`` dropped
+        (measured in the original image's pixels: ``scale`` as in ``detect``)."""
         n = len(boxes)
         if self.min_face:
-            boxes = [b for b in boxes if max(b.w, b.h) >= self.min_face]
+            boxes = [b for b in boxes if max(b.w * scale[0], b.h * scale[1]) >= self.min_face]
         faces = crop_faces(
             image,
             boxes,
@@ -721,9 +741,10 @@ class FaceAnalyzer:
                 f.probs = p
         return faces
 
-    def analyze(self, image: Any) -> Faces:
-        """Every face in ``image`` (array, PIL image, path or encoded bytes), classified, left to right."""
-        faces = self.detect(image)
+    def analyze(self, image: Any, *, scale: tuple[float, float] | None = None) -> Faces:
+        """Every face in ``image`` (array, PIL image, path or encoded bytes), classified, left to right
+        (``scale``: as in ``detect``)."""
+        faces = self.detect(image, scale=scale)
         self.classify(faces)
         return faces
 

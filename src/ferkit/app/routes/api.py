@@ -64,7 +64,7 @@ def analyze_bytes(
     detect, classify, optionally smooth. Boxes, width and height are in the full-size image's pixels."""
     t0 = time.perf_counter()
     loaded = load_image(data, name, max_side=max_side, max_bytes=0)  # the upload limit was checked already
-    faces = scale_faces(analyzer.analyze(loaded.pixels), *loaded.scale)
+    faces = scale_faces(analyzer.analyze(loaded.pixels, scale=loaded.scale), *loaded.scale)
     if smoother is not None:
         faces = smoother.update(faces)
     classes = analyzer.classes
