@@ -246,6 +246,12 @@ def print_table(name: str, y: np.ndarray, classes: tuple[str, ...], rows: dict[s
         print(f"{cond:13s} {100 * r['top1']:6.1f} {d1} {100 * r['balanced']:6.1f} {d2}  {top}")
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="a .onnx or .pt file (default: the bundled model)")
@@ -253,7 +259,7 @@ def main() -> None:
     ap.add_argument("--affectnet", default=str(ROOT.parent / "shared" / "data" / "affectnet"))
     ap.add_argument("--no-affectnet", action="store_true", help="FER2013 only")
     ap.add_argument("--split", default="PublicTest", help="FER2013 split (PrivateTest only on purpose)")
-    ap.add_argument("--n", type=int, default=None, help="at most N faces per set (seeded, stratified)")
+    ap.add_argument("--n", type=_positive, default=None, help="at most N faces per set (seeded, stratified)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="inference threads (0: all cores)")
     ap.add_argument("--json", default=None)

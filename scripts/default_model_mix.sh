@@ -20,7 +20,8 @@ EXTRA=${MIX_EXTRA:-}  # more overrides for every cell, e.g. MIX_EXTRA="max_train
 WORLD="augment.contrast=0.4 augment.gamma=0.4 augment.blur=0.3 augment.jpeg=0.3 augment.noise_std=0.04
   augment.noise_prob=0.3 augment.crop_jitter=0.5"
 
-for cell in r0_none r0.25_none r0.25_sampler r0.5_none r0.5_sampler; do
+CELLS="r0_none r0.25_none r0.25_sampler r0.5_none r0.5_sampler"
+for cell in $CELLS; do
   ratio=${cell#r}; ratio=${ratio%_*}; balance=${cell##*_}
   run="$OUT/$cell"
   if [ -f "$run/last.pt" ]; then
@@ -33,7 +34,8 @@ for cell in r0_none r0.25_none r0.25_sampler r0.5_none r0.5_sampler; do
   fi
 done
 
-python - "$OUT" <<'EOF'
+# shellcheck disable=SC2086  # one argument per cell
+python - "$OUT" $CELLS <<'EOF'
 """The cells side by side at their selected epochs (fit's own rule), best first."""
 import json
 import sys
@@ -42,7 +44,7 @@ from pathlib import Path
 from ferkit.training.loop import best_epoch
 
 rows = []
-for run in sorted(Path(sys.argv[1]).iterdir()):
+for run in (Path(sys.argv[1]) / name for name in sys.argv[2:]):
     lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
     best = best_epoch([json.loads(line) for line in lines if line.strip()])
     if best:

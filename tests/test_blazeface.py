@@ -276,3 +276,5 @@ def test_a_photo_decoded_reduced_gets_its_boxes_and_min_face_in_its_own_pixels(t
     assert len(FaceAnalyzer(min_face=450).analyze(path)) == 1
     kept = FaceAnalyzer(min_face=800).detect(path)
     assert len(kept) == 0 and kept.too_small == 1
+    with pytest.raises(InputError, match="scale="):  # a file has its own scale
+        FaceAnalyzer().detect(path, scale=(1.0, 1.0))

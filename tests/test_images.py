@@ -59,3 +59,6 @@ def test_centre_crop_keeps_the_middle_of_each_face():
     for bad in (0.0, 1.5, -0.2):
         with pytest.raises(InputError):
             centre_crop(faces, bad)
+    for shape in ((2, 48, 48, 1), (2, 48, 40)):  # not (N, S, S): refused, not reshaped
+        with pytest.raises(InputError, match="square"):
+            centre_crop(np.zeros(shape, np.uint8), 0.8)

@@ -124,7 +124,7 @@ def process_video(
                         raise InputError("the frame size changes mid-video")
                     small = cv2.resize(frame, (ow, oh), interpolation=cv2.INTER_AREA)
                     if due:
-                        faces = smoother.update(analyzer.analyze(small))
+                        faces = smoother.update(analyzer.analyze(small, scale=(sx, sy)))
                         timeline.append(
                             {
                                 "frame": i,

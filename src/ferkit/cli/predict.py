@@ -88,7 +88,8 @@ def add_face_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=MIN_FACE,
         metavar="PX",
-        help="leave out faces smaller than this (pixels; too coarse to read; default %(default)s)",
+        help="leave out faces smaller than this (pixels of the photo or frame; too coarse to read; photos "
+        "over 2,048 px are read reduced to that size; default %(default)s)",
     )
     g.add_argument(
         "--no-align", action="store_true", help="do not turn faces upright by their eyes before cropping"

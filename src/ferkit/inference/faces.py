@@ -704,6 +704,8 @@ class FaceAnalyzer:
         """Unclassified faces. A path or bytes decoded reduced (over MAX_DECODE_SIDE) gets its boxes in the
         original image's pixels. ``scale``: for an array the caller decoded reduced, the (x, y) factors to
         the original's pixels, so ``min_face`` counts original pixels (the boxes stay the array's)."""
+        if scale is not None and not isinstance(image, np.ndarray):
+            raise InputError("scale= is for a pixel array decoded reduced; a file or bytes has its own")
         pixels, own = _decoded(image)
         faces = self.faces_from_boxes(pixels, self.detector.detect(pixels), scale=scale or own)
         if scale is None:

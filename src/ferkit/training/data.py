@@ -80,7 +80,7 @@ def _add_auxiliary(
     aux = load_affectnet(path)
     n_aux = min(len(aux), round(cfg.aux_ratio * len(y)))
     idx = np.random.default_rng(cfg.seed).choice(len(aux), size=n_aux, replace=False)
-    notes["aux_images"] = int(n_aux)
+    notes["aux_images"], notes["aux_crop"] = int(n_aux), cfg.aux_crop
     extra = centre_crop(aux.images[idx], cfg.aux_crop)
     return np.concatenate([x, extra]), np.concatenate([y, aux.labels[idx]])
 
