@@ -636,15 +636,18 @@ def _decoded(image: Any) -> tuple[np.ndarray, tuple[float, float]]:
     if isinstance(image, (str, Path, bytes, bytearray, memoryview)):
         loaded = load_image(image)
         return loaded.pixels, loaded.scale
-    return _as_image(image), (1.0, 1.0)
+    return _array(image), (1.0, 1.0)
 
 
 def _as_image(image: Any) -> np.ndarray:
     """numpy array, PIL image, path or encoded bytes -> a uint8 pixel array (decoded with every guard)."""
-    from ferkit.data.images import load_image, pil_to_array
+    return _decoded(image)[0]
 
-    if isinstance(image, (str, Path, bytes, bytearray, memoryview)):
-        return load_image(image).pixels
+
+def _array(image: Any) -> np.ndarray:
+    """A numpy array or PIL image -> a uint8 pixel array."""
+    from ferkit.data.images import pil_to_array
+
     if type(image).__module__.startswith("PIL.") and hasattr(image, "getbands"):
         return pil_to_array(image)
     a = np.asarray(image)
