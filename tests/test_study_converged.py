@@ -18,9 +18,11 @@ TINY = ["model=vgg_fer_w16", "epochs=2", "batch_size=16", "progress=false", "thr
 
 def test_grid_rows_and_budget():
     g = load_grid("study-converged")
-    assert [r.id for r in g.rows] == ["tuned", "ros", "smote", "smote_tomek", "ensemble"]
+    assert [r.id for r in g.rows] == ["tuned", "ros", "smote", "smote_tomek", "ensemble", "ros_noaug"]
     assert g.monitor and g.row("ensemble").ensemble == ["ros", "smote", "smote_tomek"]
-    assert [r.id for r in g.with_dependencies(["ensemble"])] == [r.id for r in g.rows]
+    assert [r.id for r in g.with_dependencies(["ensemble"])] == [r.id for r in g.rows][:5]
+    probe = g.cell_config(g.row("ros_noaug"), "study", "cpu", data="d", out="o", finetune_from="t/best.pt")
+    assert probe.balance == "ros" and not probe.augment.enabled  # +ROS without per-batch augmentation
     cfg = g.cell_config(g.row("ros"), "study", "cpu", data="d", out="o", finetune_from="t/best.pt")
     assert (cfg.model, cfg.epochs, cfg.early_stopping, cfg.optimizer, cfg.lr) == (
         "vgg_fer_w16",
@@ -88,6 +90,7 @@ def test_tiny_study_converged_run_and_report(tmp_path, capsys):
     assert main(["experiment", "leakage-report", str(out), "--docs", str(docs), "--command", "CMD"]) == 0
     page = (docs / "LEAKAGE.md").read_text()
     assert "| +ROS | 85.97 / 92.71 / 96.49 |" in page and "3-model ensemble" in page
+    assert "| +ROS, no per-batch augmentation (probe) | 85.97 / 92.71 / 96.49 | — |" in page  # not run
     assert "Produced by `CMD`" in page and (docs / "leakage_curves.png").stat().st_size > 10_000
     assert "<!-- generated:study-converged -->" in (docs / "RESULTS.md").read_text()
     # A second report replaces its block instead of adding another.

@@ -27,8 +27,10 @@ STUDY_REPORTED: dict[str, tuple[float, float, float]] = {
     "smote": (87.18, 93.88, 96.84),
     "smote_tomek": (82.88, 91.82, 95.64),
     "ensemble": (97.18, 99.58, 99.72),
+    "ros_noaug": (85.97, 92.71, 96.49),  # a probe of the +ROS row: the study's +ROS figure
 }
 MEMBERS = ("ros", "smote", "smote_tomek")
+PROBES = ("ros_noaug",)  # grid rows beyond the study's own: same columns, not ensemble members
 
 
 def _load(path: Path) -> Any:
@@ -59,7 +61,7 @@ def collect_report(out: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{out} is not an experiment results folder (no run.json)")
     run = json.loads((out / "run.json").read_text())
     rows: dict[str, dict[str, Any]] = {}
-    for row in ("tuned", *MEMBERS, "ensemble"):
+    for row in ("tuned", *MEMBERS, "ensemble", *PROBES):
         rows[row] = {"study_reported": STUDY_REPORTED[row]}
         for protocol in ("study", "official"):
             rows[row][protocol] = _cell(out, row, protocol)
@@ -147,6 +149,7 @@ ROW_NAMES = {
     "smote": "+SMOTE",
     "smote_tomek": "+SMOTE-Tomek",
     "ensemble": "3-model ensemble",
+    "ros_noaug": "+ROS, no per-batch augmentation (probe)",
 }
 
 
@@ -154,7 +157,7 @@ def explain_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Per balanced row, at the selected epoch of its study cell: the copy share c, accuracy on the
     copies (seen) and on the rest (unseen), training-sample accuracy, and what the study's figure implies."""
     out = []
-    for row in MEMBERS:
+    for row in (*MEMBERS, *PROBES):
         cell = report["rows"][row]["study"]
         best, share = cell["best"], _seen_share(cell)
         if not best or share is None or "leaky_seen_acc" not in best:
@@ -201,14 +204,16 @@ def _series(cell: dict[str, Any], key: str) -> tuple[list[int], list[float]]:
 
 
 def plot_curves(report: dict[str, Any], path: Path) -> None:
-    """Leaky and official accuracy against epochs, one panel per row (tuned, ROS, SMOTE, SMOTE-Tomek)."""
+    """Leaky and official accuracy against epochs, one panel per row (tuned, ROS, SMOTE, SMOTE-Tomek and the
+    no-augmentation probe)."""
     import matplotlib  # heavy: only when a report is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.6), sharey=True)
-    for ax, row in zip(axes, ("tuned", *MEMBERS)):
+    panels = ("tuned", *MEMBERS, *PROBES)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.6), sharey=True)
+    for ax, row in zip(axes, panels):
         r = report["rows"][row]
         study, official = r["study"], r["official"]
         leaky_src = official if row == "tuned" else study
