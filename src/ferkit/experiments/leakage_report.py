@@ -232,7 +232,7 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
         if not study["history"] and not official["history"]:
             ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center", color="0.4")
             ax.set_xlim(0, 10)
-        ax.set_title(ROW_NAMES[row] + ("" if row == "tuned" else " (continues tuned)"))
+        ax.set_title(ROW_NAMES[row] + ("" if row == "tuned" else "\n(continues tuned)"), fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("top-1 accuracy (%)")
