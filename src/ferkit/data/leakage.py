@@ -94,14 +94,13 @@ def audit_leakage(
 
     n = len(test_images)
     if hashes is None:
-        none = np.zeros(0, "S16")
-        hashes = (image_hashes(train_images), image_hashes(test_images)) if n else (none, none)
+        hashes = (image_hashes(train_images), image_hashes(test_images))
     train_h, test_h = hashes
-    exact = np.isin(test_h, train_h) if n else np.zeros(0, bool)
+    exact = np.isin(test_h, train_h)
     threshold = closest_pair_distance(test_images if reference is None else reference)
     dist, _ = nearest_distances(test_images, train_images)
     near = (~exact) & (dist < threshold)
-    _, within_idx = np.unique(test_h, return_index=True) if n else (None, np.zeros(0, int))
+    _, within_idx = np.unique(test_h, return_index=True)
     uniq = test_images[np.sort(within_idx)]
     within, _ = nearest_distances(uniq, uniq, exclude_self=True) if len(uniq) > 1 else (np.zeros(0), None)
     out: dict[str, Any] = {
