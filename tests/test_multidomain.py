@@ -89,7 +89,7 @@ def _fer_with_aux(tmp_path) -> FaceDataset:
     )
 
 
-def test_heldout_part_never_reaches_training_and_pooled_is_as_before(tmp_path):
+def test_heldout_part_never_reaches_training_pooled_or_per_batch(tmp_path):
     ds = _fer_with_aux(tmp_path)
     cfg = TrainConfig(
         aux_data=str(tmp_path / "aux"), aux_ratio=0.5, aux_sampling="per_batch", out=str(tmp_path)
@@ -103,6 +103,11 @@ def test_heldout_part_never_reaches_training_and_pooled_is_as_before(tmp_path):
     assert data.notes["aux"]["heldout_counts"] == [3] * 7
     pooled = prepare_training_data(TrainConfig(aux_data=str(tmp_path / "aux"), aux_ratio=0.5), ds)
     assert pooled.aux_images is None and len(pooled.train_labels) == 70 + 35
+    # Pooled (official protocol) draws from outside the held-out part too: at most 140 - 21 faces.
+    everything = prepare_training_data(TrainConfig(aux_data=str(tmp_path / "aux"), aux_ratio=5.0), ds)
+    assert len(everything.train_labels) == 70 + 140 - 21
+    heldout = {v.tobytes() for v in data.aux_val_images}
+    assert not any(a.tobytes() in heldout for a in everything.train_images[70:])
     with pytest.raises(ConfigError):
         prepare_training_data(TrainConfig(aux_data="x", aux_sampling="per_batch", protocol="study"), ds)
 

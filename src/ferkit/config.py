@@ -21,8 +21,9 @@ Balance = Literal["none", "ros", "smote", "smote_tomek", "smote_enn", "class_wei
 Protocol = Literal["official", "study"]
 AugmentSubset = Literal["all", "balanced"]
 # How auxiliary data (AffectNet) joins training: "pooled" adds aux_ratio x len(Training) of its images to
-# the training set (the study grid's rows; no held-out part); "per_batch" holds a fixed part out as a
-# second validation set and fills a fixed share of every batch from the rest.
+# the training set (the study grid's rows; under the official protocol drawn from outside AffectNet's fixed
+# held-out part, which it does not report); "per_batch" reports that held-out part as a second validation
+# set and fills a fixed share of every batch from the rest.
 AuxSampling = Literal["pooled", "per_batch"]
 AuxBalance = Literal["none", "sampler"]
 SelectOn = Literal["mean", "val", "aux_val"]

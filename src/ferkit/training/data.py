@@ -76,11 +76,18 @@ def _check_splits(cfg: TrainConfig) -> None:
 def _add_auxiliary(
     cfg: TrainConfig, path: str, x: np.ndarray, y: np.ndarray, notes: dict
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``cfg.aux_ratio`` x len(y) images from ``path`` (e.g. AffectNet), seeded, added to training."""
+    """``cfg.aux_ratio`` x len(y) images from ``path`` (e.g. AffectNet), seeded, added to training.
+
+    Under the official protocol they are drawn from outside AffectNet's fixed held-out part, so a model
+    trained this way can still be measured on it; the study protocol draws from all of it, as the study did.
+    """
     aux = load_affectnet(path)
+    if cfg.protocol == "official":
+        aux = split_heldout(aux).split("Training")
     n_aux = min(len(aux), round(cfg.aux_ratio * len(y)))
     idx = np.random.default_rng(cfg.seed).choice(len(aux), size=n_aux, replace=False)
     notes["aux_images"], notes["aux_crop"] = int(n_aux), cfg.aux_crop
+    notes["aux_pool"] = "all" if cfg.protocol == "study" else "outside the held-out part"
     extra = centre_crop(aux.images[idx], cfg.aux_crop)
     return np.concatenate([x, extra]), np.concatenate([y, aux.labels[idx]])
 
