@@ -2,25 +2,34 @@
 
 The peer (its bundled quantised mini-Xception, TFLite, batch 64, 2 threads) runs in its own venv through
 ../shared/tools/peer_fer_speed.py, before and after ferkit's rows, so both see the same machine load.
-ferkit's rows (ONNX Runtime, batch 64 over all PrivateTest faces, like the peer):
+ferkit's rows (ONNX Runtime, batch 64 over all PrivateTest faces, like the peer, and batch 1 over 300):
 
 - the bundled model as shipped (centre + mirror crops), and its centre crop alone: the centre-crop graph
   is rebuilt from the shipped graph's own weights (BatchNorm folded into the convolutions, temperature and
-  prior-correction offsets kept) and checked against it at the mirror setting first;
+  prior-correction offsets kept) and checked against it at the mirror setting first (``--skip-bundled``
+  leaves these rows out);
 - both as static int8 (``ferkit.inference.quantize.to_int8``, calibrated on 512 Training faces);
+- optionally candidate graphs written by ``ferkit export`` (``--onnx NAME=PATH``, e.g. a new default
+  model in outputs/default/default.onnx): each as it is (its built-in crops and precision), and its static
+  int8 (same calibration faces; no int8 row when the file is not fp32);
 - optionally registered architectures with random weights (speed only), e.g. ``--models sepres_fer``.
 
-Accuracy change is reported on PublicTest only (nothing is tuned on PrivateTest, whose faces here only
-time the engines). Run:
+Accuracy (top-1 / balanced) is reported on PublicTest only, for the trained rows (nothing is tuned on
+PrivateTest, whose faces here only time the engines). Run:
 
     PEER=$(bash ../shared/tools/setup_peer_venv.sh)
     OMP_WAIT_POLICY=PASSIVE python benchmarks/peer_speed.py --data ../shared/data/fer2013 --peer "$PEER" \\
         --models sepres_fer
+    # a candidate default model; several: --onnx a=A.onnx,b=B.onnx or --onnx repeated; --skip-bundled
+    # leaves out the bundled model's rows (faster)
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/peer_speed.py --data ../shared/data/fer2013 --peer "$PEER" \\
+        --onnx w16=outputs/default/default.onnx --skip-bundled
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
 import re
@@ -35,6 +44,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from ferkit.data.dataset import FaceDataset
 from ferkit.data.load import load_dataset
 from ferkit.inference.export import export_onnx
 from ferkit.inference.quantize import to_int8
@@ -78,8 +88,10 @@ def bundled_as_torch(path: Path = BUNDLED) -> Ensemble:
     folded = iter([inits[n] for n in sorted((k for k in inits if k.startswith("onnx::Conv_")), key=_num)])
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d):
+            assert m.bias is not None  # the folded BatchNorm's shift
             m.weight.data, m.bias.data = next(folded), next(folded)
         elif isinstance(m, torch.nn.BatchNorm2d):
+            assert m.running_mean is not None and m.running_var is not None
             m.weight.data.fill_(1), m.bias.data.zero_(), m.running_mean.zero_()
             m.running_var.fill_(1 - m.eps)
     for name, p in model.named_parameters():
@@ -127,27 +139,86 @@ def run_peer(peer: str, data: str, repeat: int) -> float:
     return float(re.findall(r"peer faces/s (\d+)", out)[-1])
 
 
-def variants(args: argparse.Namespace, calib: np.ndarray, probes: np.ndarray) -> dict[str, bytes]:
-    """Name -> ONNX graph of every ferkit row."""
+CROPS = {"center": "centre crop", "mirror": "centre+mirror", "ten_crop": "ten crops"}
+
+
+def bundled_variants(calib: np.ndarray, probes: np.ndarray) -> dict[str, bytes]:
+    """The bundled model as shipped and at its centre crop alone, each also as static int8."""
     shipped = BUNDLED.read_bytes()
     ens = bundled_as_torch()
     rebuilt = export_onnx(ens, tta="mirror", probes=probes[:4]).data
     diff = np.abs(OnnxModel(rebuilt).predict_proba(probes) - OnnxModel(shipped).predict_proba(probes)).max()
     print(f"# rebuilt bundled model vs default.onnx (mirror), max |dp| on {len(probes)} faces: {diff:.2e}")
     center = export_onnx(ens, tta="center", probes=probes[:4]).data
-    out = {
+    return {
         "bundled, centre+mirror (shipped)": shipped,
         "bundled, centre crop": center,
         "bundled, centre+mirror, int8 static": to_int8(shipped, "static", calib),
         "bundled, centre crop, int8 static": to_int8(center, "static", calib),
     }
+
+
+def candidate_variants(name: str, path: Path, calib: np.ndarray) -> dict[str, bytes]:
+    """A graph written by ``ferkit export`` as it is (its built-in crops), and its static int8 when fp32."""
+    data = path.read_bytes()
+    model = OnnxModel(data)
+    label = f"{name}, {CROPS.get(model.tta, model.tta)}"
+    sha = hashlib.sha256(data).hexdigest()
+    print(
+        f"# {name}: {path} ({len(data) / 1e6:.1f} MB, {model.precision}, tta {model.tta}, sha256 {sha[:16]})"
+    )
+    if model.precision != "fp32":
+        print(f"# {name} is already {model.precision}: no int8 row")
+        return {f"{label}, {model.precision}": data}
+    return {label: data, f"{label}, int8 static": to_int8(data, "static", calib)}
+
+
+def variants(
+    args: argparse.Namespace, calib: np.ndarray, probes: np.ndarray
+) -> tuple[dict[str, bytes], set[str]]:
+    """Name -> ONNX graph of every ferkit row, and the names of the trained rows (scored on PublicTest)."""
+    out = {} if args.skip_bundled else bundled_variants(calib, probes)
+    for name, path in args.onnx.items():
+        out.update(candidate_variants(name, path, calib))
+    trained = set(out)
     for name in args.models:
         torch.manual_seed(0)
         m = Ensemble([create_model(name).eval()], [ModelMeta(name)], names=[name]).eval()
         data = export_onnx(m, tta="center", probes=probes[:4]).data
         out[f"{name} (random weights), centre crop"] = data
         out[f"{name} (random weights), centre crop, int8 static"] = to_int8(data, "static", calib)
+    return out, trained
+
+
+def onnx_items(value: str) -> list[tuple[str, Path]]:
+    """One ``--onnx NAME=PATH[,NAME=PATH...]`` value -> [(name, path)]; a usage error on a bad item."""
+    out = []
+    for item in (i for i in value.split(",") if i):
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise argparse.ArgumentTypeError(f"want NAME=PATH, got {item!r}")
+        if not Path(path).is_file():
+            raise argparse.ArgumentTypeError(f"{name}: no file {path}")
+        out.append((name, Path(path)))
     return out
+
+
+def time_rows(
+    graphs: dict[str, bytes],
+    trained: set[str],
+    private: FaceDataset,
+    public: FaceDataset,
+    args: argparse.Namespace,
+) -> list[tuple[str, float, float, tuple[float, float] | None]]:
+    """(name, b64 faces/s, b1 faces/s, PublicTest (top-1, balanced) or None) for every ferkit row."""
+    rows = []
+    for name, data in graphs.items():
+        model = OnnxModel(data, threads=args.threads)
+        fps = faces_per_s(model, private.images, 64, args.repeat)
+        b1 = faces_per_s(model, private.images[:300], 1, 1)
+        acc = accuracy(model, public.images, public.labels) if name in trained else None
+        rows.append((name, fps, b1, acc))
+    return rows
 
 
 def main() -> None:
@@ -155,10 +226,25 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="FER2013 class folders (../shared/data/fer2013)")
     ap.add_argument("--peer", help="the peer venv's python (setup_peer_venv.sh prints it); omit to skip")
     ap.add_argument("--models", default="", help="comma list of registered models to time (random weights)")
+    ap.add_argument(
+        "--onnx",
+        action="append",
+        default=[],
+        type=onnx_items,
+        metavar="NAME=PATH[,NAME=PATH...]",
+        help="candidate graphs written by `ferkit export` (repeatable): as they are, and as static int8",
+    )
+    ap.add_argument("--skip-bundled", action="store_true", help="leave out the bundled model's four rows")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     args.models = [m for m in args.models.split(",") if m]
+    names = [name for items in args.onnx for name, _ in items]
+    if len(set(names)) < len(names):
+        ap.error(f"--onnx: a name given twice in {names}")
+    args.onnx = {name: path for items in args.onnx for name, path in items}
+    if args.skip_bundled and not (args.onnx or args.models):
+        ap.error("--skip-bundled leaves nothing to time: give --onnx or --models")
     torch.set_num_threads(args.threads)
     ds = load_dataset(args.data)
     private, public = ds.split("PrivateTest"), ds.split("PublicTest")
@@ -168,15 +254,9 @@ def main() -> None:
         f"{os.cpu_count()} CPUs"
     )
     print(f"# load average at start {os.getloadavg()[0]:.2f}; ONNX Runtime {args.threads} threads, batch 64")
-    graphs = variants(args, calib, public.images[:256])
+    graphs, trained = variants(args, calib, public.images[:256])
     peer_before = run_peer(args.peer, args.data, args.repeat) if args.peer else float("nan")
-    rows = []
-    for name, data in graphs.items():
-        model = OnnxModel(data, threads=args.threads)
-        fps = faces_per_s(model, private.images, 64, args.repeat)
-        b1 = faces_per_s(model, private.images[:300], 1, 1)
-        acc = accuracy(model, public.images, public.labels) if name.startswith("bundled") else None
-        rows.append((name, fps, b1, acc))
+    rows = time_rows(graphs, trained, private, public, args)
     peer_after = run_peer(args.peer, args.data, args.repeat) if args.peer else float("nan")
     peer = (peer_before + peer_after) / 2
     print(

@@ -1,6 +1,10 @@
 """Copy outputs/default/default.onnx into the package with a small JSON card (metrics, checksum, runs).
 
 python scripts/bundle_default_model.py outputs/default runs/w32 [runs/w32c2 ...]
+
+The card always has PublicTest and PrivateTest; the sets that scripts/make_default_model.sh measures only
+on request join it when their metrics.json exists: the auxiliary data's held-out part (AUX=..., as is and
+cropped) and a static int8 copy's numbers (INT8=1).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -26,7 +31,7 @@ def headline(path: Path) -> dict:
     return {name: {k: s[k] for k in keep} for name, s in m["sets"].items()}
 
 
-card = {
+card: dict[str, Any] = {
     "name": "default",
     "file": "default.onnx",
     "sha256": sha,
@@ -40,5 +45,24 @@ card = {
     "public": headline(out / "public" / "metrics.json"),
     "private": headline(out / "private" / "metrics.json"),
 }
+card["precision"] = json.loads((out / "public" / "metrics.json").read_text())["model"].get("precision")
+# Optional sets (card key -> folder under out), present only when make_default_model.sh measured them.
+OPTIONAL = {
+    "aux_heldout": "aux",
+    "aux_heldout_crop": "aux-crop",
+    "int8_public": "int8-public",
+    "int8_private": "int8-private",
+    "int8_aux_heldout": "int8-aux",
+    "int8_aux_heldout_crop": "int8-aux-crop",
+}
+for key, folder in OPTIONAL.items():
+    if (out / folder / "metrics.json").exists():
+        card[key] = headline(out / folder / "metrics.json")
+        if key.startswith("aux_heldout"):  # which data, and the central fraction scored
+            m = json.loads((out / folder / "metrics.json").read_text())
+            card["aux_data"] = m["data_path"]
+            card.update({"aux_crop": m["crop"]} if "crop" in m else {})
+if (out / "default-int8.onnx").exists():
+    card["int8_bytes"] = (out / "default-int8.onnx").stat().st_size
 (dest / "default.json").write_text(json.dumps(card, indent=1) + "\n")
 print(f"bundled {dest / 'default.onnx'} ({card['bytes'] / 1e6:.1f} MB, sha256 {sha})")
