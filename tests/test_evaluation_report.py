@@ -333,6 +333,8 @@ def test_cli_evaluate_crop_scores_the_central_part_and_says_so(cli, tiny_ckpt, f
     assert tight["sets"]["PrivateTest"]["n"] == plain["sets"]["PrivateTest"]["n"]  # the same faces
     assert tight["sets"]["PrivateTest"]["nll"] != plain["sets"]["PrivateTest"]["nll"]  # seen otherwise
     assert "central 0.5 of each face" in (out / "report.md").read_text()
+    assert cli([*base[:-1], "--crop", "0.5"]) == 0  # the printed table says so too
+    assert "(tta center, central 0.5 of each face)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         cli([*base, "--crop", "1.5"])
     assert e.value.code == 2 and "must be in (0, 1]" in capsys.readouterr().err

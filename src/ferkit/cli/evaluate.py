@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(
-            f"{result['model']['name']} on {result['split']} of {result['data_path']} (tta {result['tta']})"
+            f"{result['model']['name']} on {result['split']} of {result['data_path']} (tta {result['tta']}"
+            + (f", central {result['crop']:g} of each face)" if result.get("crop", 1) != 1 else ")")
         )
         if result.get("dedup"):
             print(dedup_sentence(result))

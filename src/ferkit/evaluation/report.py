@@ -91,7 +91,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines.append(
         f"- data: `{result.get('data_path')}`, split {result.get('split')}, "
         f"test-time crops: {result.get('tta')}"
-        + (f", central {result['crop']:g} of each face" if result.get("crop") else "")
+        + (f", central {result['crop']:g} of each face" if result.get("crop", 1) != 1 else "")
     )
     if result.get("dedup"):
         lines.append(f"- {dedup_sentence(result)}")
