@@ -3,7 +3,7 @@
 # side-by-side table and curves in docs/LEAKAGE.md and docs/RESULTS.md (issue 15). Resumable: rerun the
 # same command after an interruption; finished cells are kept, an unfinished one resumes from its last.pt.
 #   bash scripts/study_converged.sh ../shared/data/fer2013 [runs/study-converged] [cpu|full]
-# CPU budget (measured 2026-12-02, 2-core VM, vgg_fer_w16 at 230-370 images/s in the loop): about 6 hours
+# CPU budget (measured 2026-12-02, 2-core VM, vgg_fer_w16 at 230-570 images/s in the loop): about 5 hours
 # (tuned <= 30 epochs of 28,709 images; eight balanced cells, the no-augmentation probe's two included,
 # <= 10 epochs of ~50k each; see the grid file).
 set -euo pipefail
