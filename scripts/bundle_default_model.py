@@ -25,8 +25,11 @@ shutil.copyfile(out / "default.onnx", dest / "default.onnx")
 sha = hashlib.sha256((dest / "default.onnx").read_bytes()).hexdigest()
 
 
-def headline(path: Path) -> dict:
-    m = json.loads(path.read_text())
+def metrics(folder: str) -> dict:
+    return json.loads((out / folder / "metrics.json").read_text())
+
+
+def headline(m: dict) -> dict:
     keep = ("n", "top1", "top2", "top3", "balanced_accuracy", "macro_f1", "ece")
     return {name: {k: s[k] for k in keep} for name, s in m["sets"].items()}
 
@@ -42,10 +45,10 @@ card: dict[str, Any] = {
         yaml.safe_load((r / "config.yaml").read_text()) if (r / "config.yaml").exists() else None
         for r in runs
     ],
-    "public": headline(out / "public" / "metrics.json"),
-    "private": headline(out / "private" / "metrics.json"),
 }
-card["precision"] = json.loads((out / "public" / "metrics.json").read_text())["model"].get("precision")
+public = metrics("public")
+card["public"], card["private"] = headline(public), headline(metrics("private"))
+card["precision"] = public["model"].get("precision")
 # Optional sets (card key -> folder under out), present only when make_default_model.sh measured them.
 OPTIONAL = {
     "aux_heldout": "aux",
@@ -57,9 +60,9 @@ OPTIONAL = {
 }
 for key, folder in OPTIONAL.items():
     if (out / folder / "metrics.json").exists():
-        card[key] = headline(out / folder / "metrics.json")
+        m = metrics(folder)
+        card[key] = headline(m)
         if key.startswith("aux_heldout"):  # which data, and the central fraction scored
-            m = json.loads((out / folder / "metrics.json").read_text())
             card["aux_data"] = m["data_path"]
             card.update({"aux_crop": m["crop"]} if "crop" in m else {})
 if (out / "default-int8.onnx").exists():
