@@ -40,9 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
-from onnx import numpy_helper
 
 from ferkit.data.dataset import FaceDataset
 from ferkit.data.load import load_dataset
@@ -51,6 +49,7 @@ from ferkit.inference.quantize import to_int8
 from ferkit.models import create_model
 from ferkit.models.ensemble import Ensemble
 from ferkit.models.onnx import OnnxModel
+from ferkit.models.onnx_import import vgg_from_onnx
 from ferkit.models.registry import ModelMeta
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,59 +57,10 @@ BUNDLED = ROOT / "src" / "ferkit" / "weights" / "default.onnx"
 PEER_TOOL = ROOT.parent / "shared" / "tools" / "peer_fer_speed.py"
 
 
-def _logit_bias(graph: onnx.GraphProto) -> list[float] | None:
-    """The prior-correction offsets: the 7-vector constant added after the temperature division."""
-    consts = {
-        n.output[0]: numpy_helper.to_array(a.t)
-        for n in graph.node
-        if n.op_type == "Constant"
-        for a in n.attribute
-        if a.name == "value"
-    }
-    for n in graph.node:
-        if n.op_type == "Add":
-            for i in n.input:
-                if i in consts and consts[i].size == 7:
-                    return [float(v) for v in consts[i].ravel()]
-    return None
-
-
 def bundled_as_torch(path: Path = BUNDLED) -> Ensemble:
-    """The shipped vgg_fer_w32 rebuilt in PyTorch from its ONNX graph: convolutions carry the folded
-    BatchNorm, so each BatchNorm is set to the identity."""
-    import json
-
-    proto = onnx.load(str(path))
-    meta_props = {p.key: p.value for p in proto.metadata_props}
-    member = json.loads(meta_props["members"])[0]
-    inits = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in proto.graph.initializer}
-    model = create_model(member["model"]).eval()
-    folded = iter([inits[n] for n in sorted((k for k in inits if k.startswith("onnx::Conv_")), key=_num)])
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            assert m.bias is not None  # the folded BatchNorm's shift
-            m.weight.data, m.bias.data = next(folded), next(folded)
-        elif isinstance(m, torch.nn.BatchNorm2d):
-            assert m.running_mean is not None and m.running_var is not None
-            m.weight.data.fill_(1), m.bias.data.zero_(), m.running_mean.zero_()
-            m.running_var.fill_(1 - m.eps)
-    for name, p in model.named_parameters():
-        key = f"ensemble.members.0.{name}"
-        if key in inits:
-            p.data = inits[key]
-    meta = ModelMeta(
-        member["model"],
-        mean=member["mean"],
-        std=member["std"],
-        input_size=member["input_size"],
-        temperature=member["temperature"],
-        logit_bias=_logit_bias(proto.graph),
-    )
+    """The shipped vgg_fer_w32 rebuilt in PyTorch from its ONNX graph (``ferkit.models.onnx_import``)."""
+    model, meta = vgg_from_onnx(path)
     return Ensemble([model], [meta], names=["bundled"]).eval()
-
-
-def _num(name: str) -> int:
-    return int(name.rsplit("_", 1)[1])
 
 
 def faces_per_s(model: OnnxModel, faces: np.ndarray, batch: int, repeat: int) -> float:
