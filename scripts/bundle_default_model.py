@@ -4,7 +4,7 @@ python scripts/bundle_default_model.py outputs/default runs/w32 [runs/w32c2 ...]
 
 The card always has PublicTest and PrivateTest; the sets that scripts/make_default_model.sh measures only
 on request join it when their metrics.json exists: the auxiliary data's held-out part (AUX=..., as is and
-cropped) and a static int8 copy's numbers (INT8=1).
+cropped) and the numbers of a copy in the other precision (INT8=1: int8 beside fp32, fp32 beside int8).
 """
 
 from __future__ import annotations
@@ -50,13 +50,10 @@ public = metrics("public")
 card["public"], card["private"] = headline(public), headline(metrics("private"))
 card["precision"] = public["model"].get("precision")
 # Optional sets (card key -> folder under out), present only when make_default_model.sh measured them.
-OPTIONAL = {
-    "aux_heldout": "aux",
-    "aux_heldout_crop": "aux-crop",
-    "int8_public": "int8-public",
-    "int8_private": "int8-private",
-    "int8_aux_heldout": "int8-aux",
-    "int8_aux_heldout_crop": "int8-aux-crop",
+# The copy in the other precision (INT8=1): int8 beside an fp32 graph, fp32 beside an int8 one.
+SETS = {"public": "public", "private": "private", "aux_heldout": "aux", "aux_heldout_crop": "aux-crop"}
+OPTIONAL = {"aux_heldout": "aux", "aux_heldout_crop": "aux-crop"} | {
+    f"{prec}_{key}": f"{prec}-{folder}" for prec in ("int8", "fp32") for key, folder in SETS.items()
 }
 for key, folder in OPTIONAL.items():
     if (out / folder / "metrics.json").exists():
@@ -65,7 +62,8 @@ for key, folder in OPTIONAL.items():
         if key.startswith("aux_heldout"):  # which data, and the central fraction scored
             card["aux_data"] = m["data_path"]
             card.update({"aux_crop": m["crop"]} if "crop" in m else {})
-if (out / "default-int8.onnx").exists():
-    card["int8_bytes"] = (out / "default-int8.onnx").stat().st_size
+for prec in ("int8", "fp32"):
+    if (out / f"default-{prec}.onnx").exists():
+        card[f"{prec}_bytes"] = (out / f"default-{prec}.onnx").stat().st_size
 (dest / "default.json").write_text(json.dumps(card, indent=1) + "\n")
 print(f"bundled {dest / 'default.onnx'} ({card['bytes'] / 1e6:.1f} MB, sha256 {sha})")

@@ -7,9 +7,10 @@
 # Optional, by environment:
 #   AUX=../shared/data/affectnet   also score the AffectNet held-out part (aux/), and in FER2013's framing
 #                                  (aux-crop/: the central AUX_CROP of each face, default 0.8)
-#   INT8=1                         also a static int8 copy (default-int8.onnx) scored on the same sets
-#                                  (int8-public/, int8-private/, int8-aux/, int8-aux-crop/): the card's
-#                                  int8-versus-fp32 accuracy
+#   INT8=1                         the card's int8-versus-fp32 accuracy: a copy in the other precision
+#                                  scored on the same sets: static int8 (default-int8.onnx, int8-public/,
+#                                  int8-private/, int8-aux/, int8-aux-crop/), or fp32 when the shipped
+#                                  graph is int8 (default-fp32.onnx, fp32-public/, ...)
 #   AUX=../shared/data/affectnet INT8=1 bash scripts/make_default_model.sh runs/w16 ../shared/data/fer2013 center
 set -euo pipefail
 RUNS=${1:-runs/w32}       # one run, or several separated by commas (members of a mean-of-softmax ensemble)
@@ -28,7 +29,8 @@ case "$PRECISION" in
 esac
 mkdir -p "$OUT"
 # the optional sets of an earlier build must not reach this build's card
-rm -rf "$OUT/aux" "$OUT/aux-crop" "$OUT"/int8-* "$OUT"/aux*.txt "$OUT/default-int8.onnx" "$OUT/export-int8.txt"
+rm -rf "$OUT/aux" "$OUT/aux-crop" "$OUT"/int8-* "$OUT"/fp32-* "$OUT"/aux*.txt "$OUT"/default-{int8,fp32}.onnx \
+  "$OUT"/export-{int8,fp32}.txt
 IFS=, read -ra RUN_LIST <<< "$RUNS"
 # 1. each member: temperature and prior-correction offsets on PublicTest (validation), never PrivateTest
 MEMBERS=()
@@ -57,13 +59,13 @@ score() {  # score GRAPH PREFIX: writes $OUT/{PREFIX}public, {PREFIX}private, {P
     | tee "$OUT/${p}aux-crop.txt"
 }
 score "$OUT/default.onnx" ""
-# 3b. with INT8=1, a static int8 copy measured the same way (the shipped graph stays $PRECISION)
-if [ "$INT8" = 1 ] && [ "$PRECISION" = int8 ]; then
-  echo "INT8=1: default.onnx is already static int8; no separate copy" >&2
-elif [ "$INT8" = 1 ]; then
-  ferkit export "$MODEL" -o "$OUT/default-int8.onnx" --tta "$TTA" --data "$DATA" --int8 static \
-    | tee "$OUT/export-int8.txt"
-  score "$OUT/default-int8.onnx" int8-
+# 3b. with INT8=1, a copy in the other precision measured the same way (the shipped graph stays $PRECISION):
+#     static int8 beside an fp32 or fp16 graph, fp32 beside an int8 one
+if [ "$INT8" = 1 ]; then
+  if [ "$PRECISION" = int8 ]; then OTHER=fp32 OTHER_ARGS=(); else OTHER=int8 OTHER_ARGS=(--int8 static); fi
+  ferkit export "$MODEL" -o "$OUT/default-$OTHER.onnx" --tta "$TTA" --data "$DATA" "${OTHER_ARGS[@]}" \
+    | tee "$OUT/export-$OTHER.txt"
+  score "$OUT/default-$OTHER.onnx" "$OTHER-"
 fi
 # 4. ship it
 [ "${NO_BUNDLE:-0}" = 1 ] || python scripts/bundle_default_model.py "$OUT" "${RUN_LIST[@]}"

@@ -60,7 +60,16 @@ def test_card_adds_the_optional_sets_only_when_measured(tmp_path):
     assert set(card["aux_heldout"]["heldout"]) == set(card["public"]["PublicTest"])
     assert {"int8_public", "int8_private", "int8_aux_heldout"} <= set(card)
     assert card["aux_data"] == "../shared/data/affectnet" and card["aux_crop"] == 0.8
-    assert card["int8_bytes"] == 4
+    assert card["int8_bytes"] == 4 and not {k for k in card if k.startswith("fp32")}
+
+    # an int8 graph shipped: the fp32 copy is the comparison
+    shutil.rmtree(out / "int8-public"), (out / "default-int8.onnx").unlink()
+    for split in ("public", "private", "aux", "aux-crop"):
+        _metrics(out / f"fp32-{split}", "heldout" if "aux" in split else split)
+    (out / "default-fp32.onnx").write_bytes(b"fp32fp32")
+    card = _bundle(tmp_path, out)
+    assert {"fp32_public", "fp32_private", "fp32_aux_heldout", "fp32_aux_heldout_crop"} <= set(card)
+    assert card["fp32_bytes"] == 8 and "int8_public" not in card and "int8_bytes" not in card
 
 
 def test_peer_speed_onnx_items(tmp_path):
