@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from ferkit.errors import ModelError
 from ferkit.inference.export import export_onnx
 from ferkit.models import create_model
+from ferkit.models.checkpoint import model_from_checkpoint
 from ferkit.models.ensemble import Ensemble
 from ferkit.models.onnx_import import unfold_batchnorm, vgg_from_onnx
 from ferkit.models.prune import prune_vgg
@@ -93,3 +100,33 @@ def test_pruning_to_a_model_of_another_shape_is_a_clear_error():
         prune_vgg(src, "vgg_fer_w32", x)
     with pytest.raises(ModelError, match="not a VGGNet"):
         prune_vgg(src, "sepres_fer", x)
+
+
+def test_warm_start_script_writes_a_checkpoint_that_trains_on(tmp_path, fer_csv):
+    """scripts/warm_start.py: exported graph -> pruned checkpoint -> ``finetune_from=`` for a short run."""
+    graph = tmp_path / "w32.onnx"
+    meta = ModelMeta("vgg_fer_w32")
+    export_onnx(Ensemble([_trained_like("vgg_fer_w32")], [meta]).eval(), graph, probes=_faces(4))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "warm_start.py"
+    ckpt = tmp_path / "w24.pt"
+    done = subprocess.run(
+        [sys.executable, str(script), str(graph), "--data", str(fer_csv), "-o", str(ckpt)]
+        + ["--prune", "vgg_fer_w24", "--faces", "32"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "FERKIT_CACHE_DIR": str(tmp_path / "cache")},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pruned to vgg_fer_w24: PublicTest centre crop top-1" in done.stdout
+    model, back = model_from_checkpoint(ckpt)
+    assert back.name == "vgg_fer_w24" and back.temperature == 1.0
+    assert model.features[0].out_channels == 24
+
+    out = tmp_path / "run"
+    trained = run_cli(
+        "train", "--data", str(fer_csv), "-o", str(out), "model=vgg_fer_w24", f"finetune_from={ckpt}",
+        "epochs=1", "batch_size=16", "progress=false", cwd=tmp_path,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert (out / "best.pt").is_file()
