@@ -14,11 +14,12 @@ and its side is 0.35-2x that side (AffectNet's squares frame faces more loosely)
 detection is matched at most once; unmatched detections are false faces. Crop IoU (FER2013 faces only,
 whose framing the crops should match): the detector's calibrated crop square (turned by the eye angle when
 it has keypoints) against the pasted face's square (polygon IoU). Expression accuracy: the bundled model
-on the crops of the faces blazeface:auto found that are rolled by 15 degrees or more, aligned and not
+(or ``--model``) on the crops of the faces blazeface:auto found that are rolled by 15 degrees or more,
+aligned and not
 (and on the original 48x48 images of the same faces); and per kind of scene, on the aligned crops of all
 the faces it found against their original 48x48 images.
 
-    python benchmarks/detection.py [--scenes 320] [--seed 0] [--json out.json]
+    python benchmarks/detection.py [--scenes 320] [--seed 0] [--json out.json] [--model M.onnx]
 """
 
 from __future__ import annotations
@@ -200,6 +201,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--detectors", default=",".join(DETECTORS))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--model", default=None, help="expression model, .onnx or .pt (default: the bundled one)")
     args = ap.parse_args()
     for p in (args.fer2013, args.affectnet):
         if not Path(p).is_dir():
@@ -218,7 +220,7 @@ def main() -> None:
         dets[name] = create_detector(base, model or None)
     from ferkit import Recognizer
 
-    rec = Recognizer.load()
+    rec = Recognizer.load(args.model)
     load0 = os.getloadavg()[0]
     rows = {}
     aligned: dict[str, list] = {"aligned": [], "unaligned": [], "labels": [], "original": []}
