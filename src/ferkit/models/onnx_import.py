@@ -86,7 +86,7 @@ def unfold_batchnorm(model: nn.Module, crops: torch.Tensor) -> nn.Module:
     (N, 1, S, S)), as running statistics and as its affine shift and scale: the same function at
     evaluation, a trainable BatchNorm again."""
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    stats: dict[nn.BatchNorm2d, tuple[torch.Tensor, torch.Tensor]] = {}
+    stats: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
         x = inputs[0]
