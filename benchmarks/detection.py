@@ -15,9 +15,8 @@ detection is matched at most once; unmatched detections are false faces. Crop Io
 whose framing the crops should match): the detector's calibrated crop square (turned by the eye angle when
 it has keypoints) against the pasted face's square (polygon IoU). Expression accuracy: the bundled model
 (or ``--model``) on the crops of the faces blazeface:auto found that are rolled by 15 degrees or more,
-aligned and not
-(and on the original 48x48 images of the same faces); and per kind of scene, on the aligned crops of all
-the faces it found against their original 48x48 images.
+aligned and not (and on the original 48x48 images of the same faces); and per kind of scene, on the
+aligned crops of all the faces it found against their original 48x48 images.
 
     python benchmarks/detection.py [--scenes 320] [--seed 0] [--json out.json] [--model M.onnx]
 """

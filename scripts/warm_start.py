@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ferkit.data.load import load_dataset
+from ferkit.evaluation.metrics import compute_metrics
 from ferkit.models.onnx_import import unfold_batchnorm, vgg_from_onnx
 from ferkit.models.prune import prune_vgg
 from ferkit.models.registry import ModelMeta
@@ -31,10 +32,8 @@ def crops(images: np.ndarray, meta: ModelMeta) -> torch.Tensor:
 
 @torch.no_grad()
 def public_accuracy(model: torch.nn.Module, x: torch.Tensor, y: np.ndarray) -> str:
-    pred = model.eval()(x).argmax(1).numpy()
-    recalls = [float((pred[y == c] == c).mean()) for c in np.unique(y)]
-    top1, balanced = 100 * (pred == y).mean(), 100 * np.mean(recalls)
-    return f"PublicTest centre crop top-1 {top1:.2f} / balanced {balanced:.2f}"
+    m = compute_metrics(torch.softmax(model.eval()(x), 1).numpy(), y)
+    return f"PublicTest centre crop top-1 {100 * m['top1']:.2f} / balanced {100 * m['balanced_accuracy']:.2f}"
 
 
 def main() -> None:

@@ -90,7 +90,7 @@ def unfold_batchnorm(model: nn.Module, crops: torch.Tensor) -> nn.Module:
 
     def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
         x = inputs[0]
-        stats[m] = (x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False))  # what training divides by  # type: ignore[index]
+        stats[m] = (x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False))  # what training divides by
 
     handles = [m.register_forward_hook(hook) for m in norms]
     model.eval()(crops)
