@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
 import numpy as np
 import torch
 
 from ferkit.data.load import load_dataset
+from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import compute_metrics
 from ferkit.models.onnx_import import unfold_batchnorm, vgg_from_onnx
 from ferkit.models.prune import prune_vgg
@@ -37,6 +39,13 @@ def public_accuracy(model: torch.nn.Module, x: torch.Tensor, y: np.ndarray) -> s
 
 
 def main() -> None:
+    try:
+        run()
+    except FerkitError as e:
+        sys.exit(f"warm_start.py: {e}")
+
+
+def run() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("onnx", help="an fp32 graph of one VGGNet written by `ferkit export`")
     ap.add_argument("--data", required=True, help="FER2013 (Training faces set the statistics)")

@@ -67,6 +67,15 @@ def test_exported_model_comes_back_with_the_same_logits_and_trainable_batchnorms
         torch.testing.assert_close(model(x), want, atol=1e-4, rtol=1e-4)
 
 
+def test_a_file_that_is_not_a_graph_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("garbage")
+    with pytest.raises(ModelError, match="is not an ONNX graph"):
+        vgg_from_onnx(bad)
+    with pytest.raises(ModelError, match="not found"):
+        vgg_from_onnx(tmp_path / "missing.onnx")
+
+
 def test_pruning_to_the_same_width_keeps_the_function():
     src = _trained_like("vgg_fer_w16")
     x = _crops(_faces(32), ModelMeta("vgg_fer_w16"))

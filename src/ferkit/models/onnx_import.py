@@ -46,7 +46,12 @@ def vgg_from_onnx(path: str | Path) -> tuple[nn.Module, ModelMeta]:
     import onnx
     from onnx import numpy_helper
 
-    proto = onnx.load(str(path))
+    if not Path(path).is_file():
+        raise ModelError(f"model file not found: {path}")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:  # noqa: BLE001 - protobuf raises its own types on files that are not ONNX
+        raise ModelError(f"{path} is not an ONNX graph ({type(e).__name__})") from None
     props = {p.key: p.value for p in proto.metadata_props}
     members = json.loads(props.get("members", "[]"))
     if len(members) != 1:
