@@ -5,10 +5,10 @@ The peer (its bundled quantised mini-Xception, TFLite, batch 64, 2 threads) runs
 ferkit's rows (ONNX Runtime, batch 64 over all PrivateTest faces, like the peer, and batch 1 over 300):
 
 - the bundled model as shipped, and its static int8 when it ships in fp32 (``ferkit.inference.quantize.
-  to_int8``, calibrated on 512 Training faces); when it ships with the mirror crop (the model before
-  issue 12), also its centre crop alone, fp32 and int8, rebuilt from the shipped graph's own weights
-  (``ferkit.models.onnx_import``) and checked against it at the mirror setting first (``--skip-bundled``
-  leaves these rows out);
+  to_int8``, calibrated on the 512 Training faces that ``ferkit export --int8 static`` uses); when it
+  ships with the mirror crop (the model before issue 12), also its centre crop alone, fp32 and int8,
+  rebuilt from the shipped graph's own weights (``ferkit.models.onnx_import``) and checked against it at
+  the mirror setting first (``--skip-bundled`` leaves these rows out);
 - optionally candidate graphs written by ``ferkit export`` (``--onnx NAME=PATH``, e.g. a new default
   model in outputs/default/default.onnx): each as it is (its built-in crops and precision), and its static
   int8 (same calibration faces; no int8 row when the file is not fp32);
@@ -44,8 +44,9 @@ import torch
 
 from ferkit.data.dataset import FaceDataset
 from ferkit.data.load import load_dataset
+from ferkit.evaluation.metrics import compute_metrics
 from ferkit.inference.export import export_onnx
-from ferkit.inference.quantize import to_int8
+from ferkit.inference.quantize import calibration_faces, to_int8
 from ferkit.models import create_model
 from ferkit.models.ensemble import Ensemble
 from ferkit.models.onnx import OnnxModel
@@ -77,9 +78,8 @@ def faces_per_s(model: OnnxModel, faces: np.ndarray, batch: int, repeat: int) ->
 
 def accuracy(model: OnnxModel, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(top-1, balanced accuracy) in percent."""
-    pred = model.predict_proba(images).argmax(1)
-    recalls = [float((pred[labels == c] == c).mean()) for c in np.unique(labels)]
-    return 100 * float((pred == labels).mean()), 100 * float(np.mean(recalls))
+    m = compute_metrics(model.predict_proba(images), labels)
+    return 100 * m["top1"], 100 * m["balanced_accuracy"]
 
 
 def run_peer(peer: str, data: str, repeat: int) -> float:
@@ -201,7 +201,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ds = load_dataset(args.data)
     private, public = ds.split("PrivateTest"), ds.split("PublicTest")
-    calib = ds.split("Training").images[np.random.default_rng(0).choice(28709, 512, replace=False)]
+    calib = calibration_faces(ds.split("Training").images)
     print(
         f"# ferkit vs fer, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
         f"{os.cpu_count()} CPUs"

@@ -14,7 +14,7 @@ from ferkit import create_model
 from ferkit.cli import main
 from ferkit.errors import ConfigError, ModelError
 from ferkit.inference.export import export_onnx, probe_images, read_metadata, torch_probs
-from ferkit.inference.quantize import compare, to_fp16, to_int8
+from ferkit.inference.quantize import calibration_faces, compare, to_fp16, to_int8
 from ferkit.models.checkpoint import save_torch
 from ferkit.models.ensemble import Ensemble, build_ensemble, load_torch, save_ensemble
 from ferkit.models.onnx import OnnxModel
@@ -115,6 +115,16 @@ def test_fp16_and_int8_load_and_predict(single_onnx, variant):
 def test_static_int8_needs_calibration(single_onnx):
     with pytest.raises(ModelError, match="calibration"):
         to_int8(single_onnx, "static")
+
+
+def test_calibration_faces_are_one_fixed_draw():
+    """`ferkit export --int8 static` and the benchmarks calibrate on one fixed draw of faces in file order."""
+    faces = np.arange(2000, dtype=np.int64)[:, None, None] * np.ones((1, 48, 48), dtype=np.int64)
+    a, b = calibration_faces(faces), calibration_faces(faces.copy())
+    assert len(a) == 512 and np.array_equal(a, b)
+    firsts = a[:, 0, 0]
+    assert np.all(np.diff(firsts) > 0) and firsts[-1] > 1500  # sorted, drawn from the whole set
+    assert len(calibration_faces(faces[:100])) == 100  # fewer faces than asked: all of them
 
 
 def test_onnx_scorer_for_evaluate(files, tmp_path):

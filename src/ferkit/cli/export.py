@@ -6,14 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
 from ferkit.data import load_dataset
 from ferkit.errors import ConfigError, ModelError
 from ferkit.io import atomic_write_bytes
 from ferkit.runtime import TTA_MODES as TTA_CHOICES
 
-CALIBRATION_FACES = 512
 PROBE_FACES = 64
 
 
@@ -67,7 +64,7 @@ def _mb(n: int) -> str:
 def run(args: argparse.Namespace) -> int:
 
     from ferkit.inference.export import export_onnx, probe_images
-    from ferkit.inference.quantize import compare, to_fp16, to_int8
+    from ferkit.inference.quantize import calibration_faces, compare, to_fp16, to_int8
 
     if args.int8 == "static" and not args.data:
         raise ConfigError("--int8 static calibrates on Training faces: give --data")
@@ -76,9 +73,7 @@ def run(args: argparse.Namespace) -> int:
         ds = load_dataset(args.data)
         val = ds.split("PublicTest")
         if args.int8 == "static":
-            train = ds.split("Training")
-            pick = np.random.default_rng(0).permutation(len(train))[:CALIBRATION_FACES]
-            calib = train.images[np.sort(pick)]
+            calib = calibration_faces(ds.split("Training").images)
     probes = val.images[:PROBE_FACES] if val is not None else probe_images(PROBE_FACES)
     where = (
         f"{len(probes)} PublicTest faces" if val is not None else f"{len(probes)} synthetic face-like images"

@@ -37,6 +37,14 @@ from ferkit.models.onnx import OnnxModel
 INT8_MODES = ("dynamic", "static")
 STATIC_OPS = ["Conv", "Gemm", "MatMul", "MaxPool", "Relu"]
 DYNAMIC_OPS = ["MatMul", "Gemm"]
+CALIBRATION_FACES = 512
+
+
+def calibration_faces(train_images: np.ndarray, n: int = CALIBRATION_FACES) -> np.ndarray:
+    """The faces static int8 calibrates on: a fixed random draw of ``n`` Training faces (seed 0, file
+    order), shared by ``ferkit export`` and the benchmarks so that both quantise the same way."""
+    pick = np.random.default_rng(0).permutation(len(train_images))[:n]
+    return train_images[np.sort(pick)]
 
 
 def _with_precision(model: Any, precision: str) -> bytes:
