@@ -12,6 +12,7 @@ Zero faces is a normal result (an empty list); faces are always sorted left to r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,6 +262,15 @@ def _upright_region(rgb: np.ndarray, cx: float, cy: float, side: float, angle: f
     upright, as a VERIFY_SIZE-px image (mirrored beyond the image's edges)."""
     import cv2
 
+    if side > 2 * VERIFY_SIZE:  # a large face: shrink by area first, the warp's bilinear sampling would alias
+        r = math.ceil(0.75 * side)  # covers the square at any angle (half-diagonal 0.71 side)
+        x0, y0, h, w = math.floor(cx) - r, math.floor(cy) - r, rgb.shape[0], rgb.shape[1]
+        patch = rgb[max(0, y0) : max(0, y0 + 2 * r), max(0, x0) : max(0, x0 + 2 * r)]
+        pads = (max(0, -y0), max(0, y0 + 2 * r - h), max(0, -x0), max(0, x0 + 2 * r - w))
+        patch = cv2.copyMakeBorder(patch, *pads, cv2.BORDER_REFLECT) if any(pads) else patch
+        f = 2 * VERIFY_SIZE / side
+        rgb = cv2.resize(patch, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        cx, cy, side = (cx - x0) * f, (cy - y0) * f, 2 * VERIFY_SIZE
     m = cv2.getRotationMatrix2D((cx, cy), angle, VERIFY_SIZE / side)
     m[0, 2] += VERIFY_SIZE / 2 - cx
     m[1, 2] += VERIFY_SIZE / 2 - cy
