@@ -46,3 +46,10 @@ def test_cli_models_lists_architectures(capsys, tmp_path):
     assert main(["models", "--runs", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "vgg_fer " in out and "29.89M" in out and "bundled model" in out
+    assert main(["models", "vgg_fer_w*", "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "vgg_fer_w16" in out and "vgg_fer " not in out
+    # A pattern that matches nothing (`ferkit models list`) says so and names what there is.
+    assert main(["models", "list", "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "none matches 'list'" in out and "vgg_fer_w32" in out

@@ -29,7 +29,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         from ferkit.models import create_model, list_models
 
-        for name in list_models(args.pattern):
+        names = list_models(args.pattern)
+        if not names:  # e.g. `ferkit models list`: the word is taken as the pattern
+            print(f"  (none matches {args.pattern!r}; registered: {', '.join(list_models())})")
+        for name in names:
             n = sum(p.numel() for p in create_model(name).parameters())
             print(f"  {name:<16} {n / 1e6:6.2f}M params  {model_doc(name)}")
     print(describe_bundled())
