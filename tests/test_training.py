@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +49,38 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path):
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=1e-6)
     assert [h["val_acc"] for h in full["history"]] == [h["val_acc"] for h in resumed["history"]]
+
+
+def test_a_compacted_run_resumes_from_half_the_bytes(tmp_path):
+    """scripts/compact_run.py: last.pt in float16 (to commit a run that continues in a later session)."""
+    data = tiny_data()
+    fit(tiny_cfg(tmp_path / "full", epochs=3), data=data)
+    fit(tiny_cfg(tmp_path / "cut", epochs=2), data=data)
+    last = tmp_path / "cut" / "last.pt"
+    before = last.stat().st_size
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compact_run.py"
+
+    def compact(run):
+        cmd = [sys.executable, str(script), str(run)]
+        return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+    done = compact(tmp_path / "cut")
+    assert done.returncode == 0, done.stderr
+    assert last.stat().st_size < 0.6 * before and not (tmp_path / "cut" / "last.prev.pt").exists()
+    ck = load_checkpoint(last)  # the checksum was recomputed: it loads
+    assert ck["model"]["classifier.1.weight"].dtype == torch.float16
+    resumed = fit(tiny_cfg(tmp_path / "cut", epochs=3), data=data, resume=True)
+    assert resumed["epochs_run"] == 3
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(last)
+    assert b["model"]["classifier.1.weight"].dtype == torch.float32  # the run went on in float32
+    for k, v in a["model"].items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, b["model"][k], rtol=0, atol=5e-3)
+    # Not a training state: one line, exit 1.
+    fit(tiny_cfg(tmp_path / "done", epochs=1), data=data)
+    (tmp_path / "done" / "last.pt").write_bytes((tmp_path / "done" / "best.pt").read_bytes())
+    bad = compact(tmp_path / "done")
+    assert bad.returncode == 1 and "not a training state" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path):

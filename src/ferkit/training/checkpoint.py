@@ -62,3 +62,25 @@ def save_keeping_previous(obj: dict[str, Any], path: str | Path) -> Path:
             shutil.copyfile(path, tmp)
         os.replace(tmp, prev)
     return save_torch(obj, path)
+
+
+def _half(value: Any) -> Any:
+    """float32 tensors in float16, at any depth of dicts; not Adam's ``step`` counts (float16 is exact
+    only up to 2,048)."""
+    if isinstance(value, torch.Tensor):
+        return value.half() if value.dtype == torch.float32 else value
+    if isinstance(value, dict):
+        return {k: v if k == "step" else _half(v) for k, v in value.items()}
+    return value
+
+
+def compact_training_state(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A training state (last.pt) at half the size, to commit a run that must continue in another
+    session: float32 weights and optimizer state in float16 (resume casts them back; the run goes on
+    from weights rounded to float16), the weights' checksum recomputed. Other entries as they are."""
+    out = dict(ckpt)
+    out["model"] = _half(ckpt["model"])
+    out[CHECKSUM_KEY] = weights_checksum(out["model"])
+    if "optimizer" in ckpt:
+        out["optimizer"] = {**ckpt["optimizer"], "state": _half(ckpt["optimizer"].get("state", {}))}
+    return out
