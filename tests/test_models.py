@@ -53,3 +53,33 @@ def test_cli_models_lists_architectures(capsys, tmp_path):
     assert main(["models", "list", "--runs", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "none matches 'list'" in out and "vgg_fer_w32" in out
+
+
+def test_average_weights_script_means_the_weights_and_refuses_mixed_architectures(tmp_path):
+    """scripts/average_weights.py (a model soup): the mean of the weights, a checkpoint that loads."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ferkit.models.checkpoint import load_checkpoint, model_from_checkpoint
+    from ferkit.models.registry import ModelMeta
+    from ferkit.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    paths = []
+    for i, name in enumerate(["vgg_fer_w16", "vgg_fer_w16", "vgg_fer_w24"]):
+        paths.append(tmp_path / f"{i}.pt")
+        save_checkpoint(create_model(name), ModelMeta(name), paths[-1])
+    script = Path(__file__).resolve().parents[1] / "scripts" / "average_weights.py"
+
+    def average(*p):
+        cmd = [sys.executable, str(script), *map(str, p), "-o", str(tmp_path / "soup.pt")]
+        return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+    assert average(paths[0], paths[1]).returncode == 0
+    a, b = load_checkpoint(paths[0])["model"], load_checkpoint(paths[1])["model"]
+    model, _ = model_from_checkpoint(tmp_path / "soup.pt")  # the checksum was recomputed
+    w = model.state_dict()["features.0.weight"]
+    torch.testing.assert_close(w, (a["features.0.weight"] + b["features.0.weight"]) / 2)
+    bad = average(paths[0], paths[2])
+    assert bad.returncode == 1 and "different architectures" in bad.stderr and "Traceback" not in bad.stderr
