@@ -262,7 +262,8 @@ def _upright_region(rgb: np.ndarray, cx: float, cy: float, side: float, angle: f
     upright, as a VERIFY_SIZE-px image (mirrored beyond the image's edges)."""
     import cv2
 
-    if side > 2 * VERIFY_SIZE:  # a large face: shrink by area first, the warp's bilinear sampling would alias
+    inside = 0 <= cx < rgb.shape[1] and 0 <= cy < rgb.shape[0]
+    if side > 2 * VERIFY_SIZE and inside:  # large: shrink by area first, the warp's bilinear sampling aliases
         r = math.ceil(0.75 * side)  # covers the square at any angle (half-diagonal 0.71 side)
         x0, y0, h, w = math.floor(cx) - r, math.floor(cy) - r, rgb.shape[0], rgb.shape[1]
         patch = rgb[max(0, y0) : max(0, y0 + 2 * r), max(0, x0) : max(0, x0 + 2 * r)]
