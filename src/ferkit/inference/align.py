@@ -63,21 +63,23 @@ def geometry(
     return CropGeometry(cx, cy, side * (1.0 + 2.0 * margin), angle)
 
 
-def aligned_crop(gray: np.ndarray, g: CropGeometry, size: int = 48) -> np.ndarray:
-    """The square ``g`` of a gray uint8 image turned upright and resized to size x size (edges replicated
-    where the square leaves the image). Large faces are first reduced with area averaging, as the plain crop
-    does, so the result is not aliased."""
+def aligned_crop(image: np.ndarray, g: CropGeometry, size: int = 48, mirror: bool = False) -> np.ndarray:
+    """The square ``g`` of a uint8 image (gray, or colour) turned upright and resized to size x size (edges
+    replicated where the square leaves the image, or mirrored with ``mirror``). Large faces are first reduced
+    with area averaging, as the plain crop does, so the result is not aliased."""
     import cv2
+
+    border = cv2.BORDER_REFLECT if mirror else cv2.BORDER_REPLICATE
 
     a = math.radians(g.angle)
     half = g.side / 2.0 * (abs(math.cos(a)) + abs(math.sin(a))) + 2.0
     x0, y0 = math.floor(g.cx - half), math.floor(g.cy - half)
     x1, y1 = math.ceil(g.cx + half), math.ceil(g.cy + half)
-    h, w = gray.shape[:2]
+    h, w = image.shape[:2]
     pad = max(0, -x0, -y0, x1 - w, y1 - h)
-    region_src = gray
+    region_src = image
     if pad:
-        region_src = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        region_src = cv2.copyMakeBorder(image, pad, pad, pad, pad, border)
     region = region_src[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
     cx, cy = g.cx - x0, g.cy - y0
     k = size / max(g.side, 1e-6)
@@ -89,7 +91,7 @@ def aligned_crop(gray: np.ndarray, g: CropGeometry, size: int = 48) -> np.ndarra
     m = cv2.getRotationMatrix2D((cx, cy), g.angle, k)
     m[0, 2] += size / 2.0 - cx
     m[1, 2] += size / 2.0 - cy
-    return cv2.warpAffine(region, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(region, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
 
 
 def polygon_iou(a: np.ndarray, b: np.ndarray) -> float:

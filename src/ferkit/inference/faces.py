@@ -12,7 +12,6 @@ Zero faces is a normal result (an empty list); faces are always sorted left to r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,23 +258,9 @@ VERIFY_SIZE = 128
 
 def _upright_region(rgb: np.ndarray, cx: float, cy: float, side: float, angle: float) -> np.ndarray:
     """The ``side``-px square centred at (cx, cy), turned by ``angle`` degrees (eye roll) so the face is
-    upright, as a VERIFY_SIZE-px image (mirrored beyond the image's edges)."""
-    import cv2
-
-    inside = 0 <= cx < rgb.shape[1] and 0 <= cy < rgb.shape[0]
-    if side > 2 * VERIFY_SIZE and inside:  # large: shrink by area first, the warp's bilinear sampling aliases
-        r = math.ceil(0.75 * side)  # covers the square at any angle (half-diagonal 0.71 side)
-        x0, y0, h, w = math.floor(cx) - r, math.floor(cy) - r, rgb.shape[0], rgb.shape[1]
-        patch = rgb[max(0, y0) : max(0, y0 + 2 * r), max(0, x0) : max(0, x0 + 2 * r)]
-        pads = (max(0, -y0), max(0, y0 + 2 * r - h), max(0, -x0), max(0, x0 + 2 * r - w))
-        patch = cv2.copyMakeBorder(patch, *pads, cv2.BORDER_REFLECT) if any(pads) else patch
-        f = 2 * VERIFY_SIZE / side
-        rgb = cv2.resize(patch, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-        cx, cy, side = (cx - x0) * f, (cy - y0) * f, 2 * VERIFY_SIZE
-    m = cv2.getRotationMatrix2D((cx, cy), angle, VERIFY_SIZE / side)
-    m[0, 2] += VERIFY_SIZE / 2 - cx
-    m[1, 2] += VERIFY_SIZE / 2 - cy
-    return cv2.warpAffine(rgb, m, (VERIFY_SIZE, VERIFY_SIZE), borderMode=cv2.BORDER_REFLECT)
+    upright, as a VERIFY_SIZE-px image (mirrored beyond the image's edges; a large face shrunk by area
+    averaging first, so it is not aliased)."""
+    return aligned_crop(rgb, CropGeometry(cx, cy, side, angle), VERIFY_SIZE, mirror=True)
 
 
 def _drop_nested(
