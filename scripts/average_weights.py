@@ -15,7 +15,7 @@ import torch
 
 from ferkit.errors import FerkitError, ModelError
 from ferkit.models.checkpoint import load_checkpoint, meta_from_checkpoint, save_torch
-from ferkit.models.integrity import CHECKSUM_KEY, weights_checksum
+from ferkit.models.integrity import with_weights
 
 
 def average(paths: list[str]) -> dict:
@@ -24,15 +24,13 @@ def average(paths: list[str]) -> dict:
     names = {meta_from_checkpoint(c).name for c in ckpts}
     if len(names) > 1:
         raise ModelError(f"the checkpoints are of different architectures ({', '.join(sorted(names))})")
-    out = dict(ckpts[0])
-    out["model"] = {
+    mean = {
         k: torch.stack([c["model"][k].float() for c in ckpts]).mean(0).to(v.dtype)
         if v.is_floating_point()
         else v
         for k, v in ckpts[0]["model"].items()
     }
-    out[CHECKSUM_KEY] = weights_checksum(out["model"])
-    return out
+    return with_weights(ckpts[0], mean)
 
 
 def main(argv: list[str] | None = None) -> int:

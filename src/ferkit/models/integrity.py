@@ -32,6 +32,11 @@ def weights_checksum(weights: Mapping[str, Any]) -> str:
     return h.hexdigest()
 
 
+def with_weights(ckpt: Mapping[str, Any], weights: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``ckpt`` holding ``weights`` and their checksum (weights and checksum change together)."""
+    return {**ckpt, "model": weights, CHECKSUM_KEY: weights_checksum(weights)}
+
+
 def verify_checkpoint(ckpt: Mapping[str, Any], where: object = "checkpoint") -> None:
     """ModelError when ``ckpt`` carries a weights checksum that its weights do not match."""
     expected = ckpt.get(CHECKSUM_KEY)

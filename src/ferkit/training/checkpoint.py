@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ferkit.models.checkpoint import FORMAT, save_torch
-from ferkit.models.integrity import CHECKSUM_KEY, weights_checksum
+from ferkit.models.integrity import CHECKSUM_KEY, weights_checksum, with_weights
 from ferkit.models.registry import ModelMeta
 
 
@@ -78,9 +78,7 @@ def compact_training_state(ckpt: dict[str, Any]) -> dict[str, Any]:
     """A training state (last.pt) at half the size, to commit a run that must continue in another
     session: float32 weights and optimizer state in float16 (resume casts them back; the run goes on
     from weights rounded to float16), the weights' checksum recomputed. Other entries as they are."""
-    out = dict(ckpt)
-    out["model"] = _half(ckpt["model"])
-    out[CHECKSUM_KEY] = weights_checksum(out["model"])
+    out = with_weights(ckpt, _half(ckpt["model"]))
     if "optimizer" in ckpt:
         out["optimizer"] = {**ckpt["optimizer"], "state": _half(ckpt["optimizer"].get("state", {}))}
     return out
