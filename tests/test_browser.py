@@ -218,6 +218,25 @@ def test_boxes_lie_on_the_faces_at_any_size_and_width(page, tmp_path, name, size
     _assert_boxes_on_faces(page, api)
 
 
+def test_boxes_lie_on_the_faces_of_a_phone_portrait(page, tmp_path):
+    """A phone's portrait photo is stored sideways with EXIF orientation 6: the page shows it upright,
+    as the server reads it, and the box sits on the face."""
+    from PIL import Image
+
+    img, truth = scene(1, width=600, height=800, side=300, seed=3)
+    path = tmp_path / "portrait.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display: turn the stored pixels 90 degrees clockwise
+    Image.fromarray(img).transpose(Image.Transpose.ROTATE_90).save(path, quality=92, exif=exif)
+    api = _upload(page, path)
+    assert (api["width"], api["height"]) == (600, 800) and len(api["faces"]) == 1
+    _assert_boxes_on_faces(page, api)
+    x, y, w, h = api["faces"][0]["box"]
+    tx, ty, tw, th = truth[0]
+    assert abs(x + w / 2 - (tx + tw / 2)) < tw / 4 and abs(y + h / 2 - (ty + th / 2)) < th / 4
+    _shot(page, "photo-exif-portrait")
+
+
 def test_hover_links_cards_and_faces(page, tmp_path):
     img, _ = scene(3, width=1200, height=500, seed=2)
     _upload(page, _photo(tmp_path, "three.png", img))
