@@ -78,6 +78,10 @@ def test_video_limits_and_bad_files_are_4xx(clip, tmp_path):
         assert r.status_code == 400 and "x.mp4: not a readable video" in r.json()["detail"]
         assert "/tmp" not in r.text  # no server paths
         assert c.post("/api/video", files={"file": ("x.mp4", b"", "video/mp4")}).status_code == 400
+        # a 1 kB clip declaring 16000x16000 frames (each would take 768 MB decoded)
+        huge = b"YUV4MPEG2 W16000 H16000 F15:1 Ip A1:1 C420jpeg\nFRAME\n" + b"\x80" * 1000
+        r = c.post("/api/video", files={"file": ("huge.y4m", huge, "video/x-yuv4mpeg")})
+        assert r.status_code == 400 and "16000x16000 pixels; the limit is 7680x4320" in r.json()["detail"]
         assert list(app.state.videos.dir.iterdir()) == []  # nothing left behind
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from media import background, moving_frames, scene, write_video
+from media import background, moving_frames, scene, write_video, write_y4m
 
 from ferkit.errors import ConfigError, InputError, ModelError
 from ferkit.inference.annotate import draw_faces
@@ -143,3 +143,12 @@ def test_video_round_trip_and_every(tmp_path):
     (tmp_path / "junk.mp4").write_bytes(b"junk")
     with pytest.raises(InputError):
         VideoReader(tmp_path / "junk.mp4")
+
+
+def test_an_implausible_frame_rate_reads_as_unknown(tmp_path):
+    """A header claiming 2^31 frames/s (libvpx refuses such a writer) is read as 25, like a missing rate."""
+    path = write_y4m(tmp_path / "fast.y4m", moving_frames(3, 32, 32, 16), fps=2147483647)
+    with VideoReader(path) as r:
+        assert r.info.fps == 25.0 and sum(1 for _ in r.frames()) == 3
+        with VideoWriter(tmp_path / "out.webm", r.info.fps, (32, 32)) as w:
+            w.write(moving_frames(1, 32, 32, 16)[0])

@@ -26,6 +26,7 @@ from ferkit.inference.smoothing import FaceSmoother
 from ferkit.inference.video import VideoReader, VideoWriter
 
 ANALYSE_FPS = 15.0  # frames analysed per second of video, at most (the others show the last result)
+MAX_FRAME_PIXELS = 7680 * 4320  # 8K; larger frames are refused (a small file can declare huge ones)
 OUT_SIDE = 960  # longer side of the annotated video, at most (smaller: faster to analyse and encode)
 
 
@@ -75,6 +76,8 @@ def probe(path: Path, name: str, max_seconds: float) -> None:
         raise InputError(f"{name}: not a readable video; upload an MP4, WebM, AVI, MOV or MKV clip") from None
     if info.width <= 0 or info.height <= 0:
         raise InputError(f"{name}: not a readable video (no frames)")
+    if info.width * info.height > MAX_FRAME_PIXELS:
+        raise InputError(f"{name}: frames of {info.width}x{info.height} pixels; the limit is 7680x4320 (8K)")
     if info.frames and info.frames / info.fps > max_seconds:
         raise InputError(f"{name} is {info.frames / info.fps:.0f} s long; the limit is {max_seconds:g} s")
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from ferkit.errors import InputError
 
+MAX_FPS = 1000.0  # slow-motion cameras reach about 1,000; a rate above that is a damaged header
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".y4m")
 
 
@@ -40,7 +41,7 @@ class VideoReader:
             raise InputError(f"{self.path}: not a readable video")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.info = VideoInfo(
-            fps=fps if fps and fps > 0 and np.isfinite(fps) else 25.0,
+            fps=fps if fps and 0 < fps <= MAX_FPS else 25.0,  # unknown or implausible: 25
             frames=max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)),
             width=int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
             height=int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
