@@ -92,6 +92,30 @@ def test_corrupt_exif_gives_200_and_a_warning():
             assert "error" not in ws.receive_json()
 
 
+def test_live_sockets_are_capped_and_idle_ones_closed():
+    """Open cameras cannot use up the server's connections: the one over ``max_live`` is told to try
+    later, a silent socket is closed, and its place is free again; a paused page's pings keep it."""
+    with _client(max_live=2, live_idle_timeout=0.6) as c:
+        with c.websocket_connect("/api/live") as a, c.websocket_connect("/api/live") as b:
+            for ws in (a, b):
+                ws.send_text("ping")
+                assert ws.receive_json() == {"pong": True}
+            with pytest.raises(WebSocketDisconnect) as e, c.websocket_connect("/api/live") as third:
+                third.receive_json()
+            assert e.value.code == 1013 and "2 live cameras open" in e.value.reason
+            for _ in range(3):  # pings every 0.3 s keep a for longer than the timeout
+                time.sleep(0.3)
+                a.send_text("ping")
+                assert a.receive_json() == {"pong": True}
+            with pytest.raises(WebSocketDisconnect) as e:
+                b.receive_json()  # b said nothing for 1 s
+            assert e.value.code == 1001 and "no frames" in e.value.reason
+            with c.websocket_connect("/api/live") as again:  # b's place is free
+                again.send_text("reset")
+                assert again.receive_json() == {"reset": True}
+        assert c.app.state.live_sockets == 0
+
+
 def test_live_socket_is_same_origin_by_default():
     with _client() as c:
         with (
@@ -170,3 +194,8 @@ def test_serve_help_shows_defaults():
     text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
     assert "port to listen on (default 8000)" in " ".join(text.split())
     assert "--allow-origin" in text and "--max-parallel" in text and "--request-timeout" in text
+
+
+def test_serve_refuses_a_live_cap_at_the_connection_limit(capsys):
+    assert main(["serve", "--port", "0", "--max-live", "64", "--max-connections", "64"]) == 5
+    assert "--max-live (64) must be below --max-connections (64)" in capsys.readouterr().err

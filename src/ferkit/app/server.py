@@ -41,10 +41,12 @@ log = logging.getLogger("ferkit.app")
 @dataclass
 class Settings:
     """What ``ferkit serve`` configures. ``detect_size``: longer side uploads are shrunk to for detection;
-    ``live_detect_size``: the same for camera frames (smaller: faster); ``max_parallel`` / ``max_queue``:
-    analyses running at once / waiting (beyond: 503); ``request_timeout``: seconds a request body may take
-    (headers: see ``ferkit.app.protocol``); ``allow_origins``: pages other than this server's own that may
-    open the live socket (``*``: any)."""
+    ``live_detect_size``: the same for camera frames (smaller: faster); ``max_live``: live sockets open at
+    once (kept below the server's connection limit, so idle sockets cannot shut out everything else);
+    ``live_idle_timeout``: seconds a live socket may stay silent before it is closed; ``max_parallel`` /
+    ``max_queue``: analyses running at once / waiting (beyond: 503); ``request_timeout``: seconds a request
+    body may take (headers: see ``ferkit.app.protocol``); ``allow_origins``: pages other than this server's
+    own that may open the live socket (``*``: any)."""
 
     model: str | None = None
     backend: str = "auto"
@@ -56,6 +58,8 @@ class Settings:
     detect_size: int = 640
     live_detect_size: int = 480
     smooth: float = 0.4
+    max_live: int = 16
+    live_idle_timeout: float = 150.0  # a hidden tab's timers may fire only once a minute
     max_upload_mb: float = 10.0
     max_video_mb: float = 50.0
     max_video_seconds: float = 60.0
@@ -231,6 +235,7 @@ def _start(app: FastAPI, settings: Settings, recognizer: Any) -> None:
     )
     app.state.videos = VideoStore()
     app.state.video_jobs = set()
+    app.state.live_sockets = 0
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -86,6 +86,13 @@ def _add_limit_args(p: argparse.ArgumentParser) -> None:
         "(default %(default)s)",
     )
     p.add_argument(
+        "--max-live",
+        type=int,
+        default=16,
+        metavar="N",
+        help="live camera sockets open at once, below --max-connections (default %(default)s)",
+    )
+    p.add_argument(
         "--max-connections",
         type=int,
         default=64,
@@ -113,9 +120,14 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if not 0.0 < args.smooth <= 1.0:
         raise InputError(f"--smooth must be in (0, 1], got {args.smooth}")
-    for flag in ("max_parallel", "max_connections"):
+    for flag in ("max_parallel", "max_connections", "max_live"):
         if getattr(args, flag) < 1:
             raise InputError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.max_live >= args.max_connections:
+        raise InputError(
+            f"--max-live ({args.max_live}) must be below --max-connections ({args.max_connections}), "
+            "or open cameras could shut out every other request"
+        )
     if args.max_queue < 0:
         raise InputError(f"--max-queue must be 0 or more, got {args.max_queue}")
     if not args.request_timeout > 0:
@@ -134,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             detect_size=args.detect_size,
             live_detect_size=args.live_detect_size,
             smooth=args.smooth,
+            max_live=args.max_live,
             max_upload_mb=args.max_upload_mb,
             max_video_mb=args.max_video_mb,
             max_video_seconds=args.max_video_seconds,

@@ -1,13 +1,17 @@
 """``/api/live``: the page's camera frames (JPEG bytes) in, smoothed faces (JSON) out, one frame at a time.
 
 Each connection has its own tracker, so the probabilities of each face are averaged over time. A bad frame
-gets ``{"error": ...}`` and the connection stays open.
+gets ``{"error": ...}`` and the connection stays open. At most ``max_live`` sockets are open at once (the
+next is closed with 1013, try again later), and a socket silent for ``live_idle_timeout`` seconds is closed
+(1001); a page that pauses (a hidden tab) keeps its socket with ``ping`` messages.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -50,33 +54,56 @@ async def live(websocket: WebSocket, recognizer: Recognizer, settings: AppSettin
         await websocket.close(code=1008)  # before accept: the handshake gets 403
         return
     await websocket.accept()
-    analyzer = analyzer_for(websocket, recognizer, live=True)
-    smoother = FaceSmoother(alpha=settings.smooth)
+    state = websocket.app.state
+    if state.live_sockets >= settings.max_live:
+        await websocket.close(
+            code=1013, reason=f"the server has {settings.max_live} live cameras open; try later"
+        )
+        return
+    state.live_sockets += 1
     try:
-        while True:
-            msg = await websocket.receive()
-            if msg["type"] == "websocket.disconnect":
-                break
-            data = msg.get("bytes")
-            if data is None:
-                if (msg.get("text") or "").strip() == "reset":
-                    smoother.reset()
-                    await websocket.send_json({"reset": True})
-                else:
-                    await websocket.send_json({"error": "send JPEG/PNG frames as binary messages"})
-                continue
-            if len(data) > settings.max_upload_bytes or not looks_like_image(data):
-                await websocket.send_json({"error": "frame too large or not an image"})
-                continue
-            try:
-                out = await analyze_gated(websocket, analyzer, data, "frame", smoother)
-            except ServerBusy:
-                out = {"error": "server busy: frame skipped"}
-            except FerkitError as e:
-                out = {"error": str(e)}
-            except Exception:  # a bug: logged with its traceback here, one word for the page
-                log.exception("live frame failed")
-                out = {"error": "internal error"}
-            await websocket.send_json(out)
+        await _serve_frames(websocket, recognizer, settings)
     except WebSocketDisconnect:
         pass
+    finally:
+        state.live_sockets -= 1
+
+
+async def _serve_frames(websocket: WebSocket, recognizer: Any, settings: Any) -> None:
+    """Answer each message until the client leaves or stays silent for ``settings.live_idle_timeout``."""
+    analyzer = analyzer_for(websocket, recognizer, live=True)
+    smoother = FaceSmoother(alpha=settings.smooth)
+    while True:
+        try:
+            msg = await asyncio.wait_for(websocket.receive(), settings.live_idle_timeout)
+        except TimeoutError:
+            await websocket.close(code=1001, reason="no frames for a while; start the camera again")
+            return
+        if msg["type"] == "websocket.disconnect":
+            return
+        data = msg.get("bytes")
+        if data is None:
+            await websocket.send_json(_text_reply((msg.get("text") or "").strip(), smoother))
+            continue
+        if len(data) > settings.max_upload_bytes or not looks_like_image(data):
+            await websocket.send_json({"error": "frame too large or not an image"})
+            continue
+        try:
+            out = await analyze_gated(websocket, analyzer, data, "frame", smoother)
+        except ServerBusy:
+            out = {"error": "server busy: frame skipped"}
+        except FerkitError as e:
+            out = {"error": str(e)}
+        except Exception:  # a bug: logged with its traceback here, one word for the page
+            log.exception("live frame failed")
+            out = {"error": "internal error"}
+        await websocket.send_json(out)
+
+
+def _text_reply(text: str, smoother: FaceSmoother) -> dict[str, Any]:
+    if text == "reset":
+        smoother.reset()
+        return {"reset": True}
+    if text == "ping":  # a paused page keeping its socket
+        return {"pong": True}
+    return {"error": "send JPEG/PNG frames as binary messages"}

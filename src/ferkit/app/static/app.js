@@ -446,7 +446,7 @@ function videoCsv() {
 
 // ---- live camera ----
 const live = {
-  stream: null, ws: null, running: false, paused: false, waiting: false,
+  stream: null, ws: null, running: false, paused: false, waiting: false, ping: null,
   canvas: document.createElement("canvas"), frames: 0, t0: 0, ms: [],
 };
 
@@ -466,8 +466,9 @@ function sendFrame() {
 }
 
 function onLiveResult(event) {
-  live.waiting = false;
   const r = JSON.parse(event.data);
+  if (r.pong) return; // the answer to a paused page's keep-alive, not to a frame
+  live.waiting = false;
   if (r.error) {
     setStatus($("live-status"), r.error, true);
     setTimeout(sendFrame, 200);
@@ -519,7 +520,7 @@ async function startLive() {
   live.ws = new WebSocket(`${proto}//${location.host}/api/live`);
   live.ws.onmessage = onLiveResult;
   live.ws.onerror = () => setStatus(status, "The live connection failed.", true);
-  live.ws.onclose = () => { if (live.running) stopLive("The live connection closed."); };
+  live.ws.onclose = (e) => { if (live.running) stopLive(`The live connection closed${e.reason ? `: ${e.reason}` : "."}`); };
   Object.assign(live, { running: true, paused: document.hidden, waiting: false, frames: 0, ms: [], t0: performance.now() });
   const begin = () => sendFrame();
   live.ws.onopen = () => (video.readyState >= 2 ? begin() : video.addEventListener("loadeddata", begin, { once: true }));
@@ -529,6 +530,7 @@ async function startLive() {
 function stopLive(message = "") {
   live.running = false;
   live.waiting = false;
+  clearInterval(live.ping);
   if (live.ws) live.ws.close();
   if (live.stream) live.stream.getTracks().forEach((t) => t.stop());
   live.ws = null;
@@ -550,7 +552,10 @@ function onVisibility() {
   if (!live.running) return;
   const video = $("live-video");
   live.paused = document.visibilityState === "hidden";
+  clearInterval(live.ping);
   if (live.paused) {
+    // the server closes a socket silent for 150 s: a paused page says it is still there
+    live.ping = setInterval(() => { if (live.ws && live.ws.readyState === WebSocket.OPEN) live.ws.send("ping"); }, 20000);
     video.pause();
     $("fps").textContent = "paused";
     setStatus($("live-status"), "Paused while this tab is hidden.");
