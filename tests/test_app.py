@@ -81,6 +81,26 @@ def test_faces_found_left_to_right(client):
         assert sum(f["probs"].values()) == pytest.approx(1, abs=1e-4)
 
 
+def test_preview_gives_the_image_as_read_for_formats_browsers_cannot_show(client):
+    import base64
+
+    import cv2
+
+    img, _ = scene(1, width=2000, height=1000)
+    r = client.post("/api/predict", files={"file": ("x.tif", encode(img, ".tiff"), "image/tiff")})
+    assert r.status_code == 200 and r.json()["preview"] is None  # only when asked
+    r = client.post(
+        "/api/predict?preview=true", files={"file": ("x.tif", encode(img, ".tiff"), "image/tiff")}
+    )
+    body = r.json()
+    head, data = body["preview"].split(",", 1)
+    assert head == "data:image/jpeg;base64" and (body["width"], body["height"]) == (2000, 1000)
+    shown = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    assert shown.shape == (640, 1280, 3)  # at most 1280 px a side, the image's shape
+    small = cv2.resize(img, (1280, 640), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(shown.astype(int) - small).mean() < 4  # the same picture, as a JPEG
+
+
 def test_faceless_image_gives_empty_list(client):
     r = _post(client, encode(background(), ".png"), "bg.png", "image/png")
     assert r.status_code == 200 and r.json()["faces"] == []

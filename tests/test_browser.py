@@ -142,7 +142,7 @@ def _photo(tmp_path: Path, name: str, img) -> Path:
 
 def _upload(page, path: Path) -> dict:
     """Upload through the file chooser; the API's answer, once the page has drawn it."""
-    with page.expect_response("**/api/predict") as info:
+    with page.expect_response(lambda r: "/api/predict" in r.url) as info:
         page.set_input_files("#file-input", str(path))
     resp = info.value
     body = resp.json()
@@ -235,6 +235,16 @@ def test_boxes_lie_on_the_faces_of_a_phone_portrait(page, tmp_path):
     tx, ty, tw, th = truth[0]
     assert abs(x + w / 2 - (tx + tw / 2)) < tw / 4 and abs(y + h / 2 - (ty + th / 2)) < th / 4
     _shot(page, "photo-exif-portrait")
+
+
+def test_a_tiff_is_shown_with_its_boxes_and_cards(page, tmp_path):
+    """Browsers cannot show TIFF: the page shows the server's preview, with the boxes on the faces."""
+    img, _ = scene(2, width=1000, height=500, seed=5)
+    api = _upload(page, _photo(tmp_path, "two.tif", img))
+    assert len(api["faces"]) == 2 and api["preview"].startswith("data:image/jpeg;base64,")
+    _assert_boxes_on_faces(page, api)
+    assert "2 faces found in two.tif" in page.inner_text("#upload-status")
+    _shot(page, "photo-tiff")
 
 
 def test_hover_links_cards_and_faces(page, tmp_path):

@@ -26,6 +26,9 @@ class PredictOut(BaseModel):
         description="things worth knowing about the image, e.g. EXIF orientation unreadable and not applied",
     )
     ms: float = Field(description="server time spent decoding, detecting and classifying")
+    preview: str | None = Field(
+        default=None, description="with ?preview=true: the image as read (upright), a JPEG data URL"
+    )
 
 
 class HealthOut(BaseModel):

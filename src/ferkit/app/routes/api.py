@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, HTTPException, UploadFile
+import cv2
+import numpy as np
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 
@@ -19,6 +22,7 @@ from ferkit.inference.faces import FaceAnalyzer, decode_side, scale_faces
 
 router = APIRouter(prefix="/api", tags=["api"])
 log = logging.getLogger("ferkit.app")
+PREVIEW_SIDE = 1280  # longer side of the preview JPEG, at most
 
 # Leading bytes of the formats the decoder reads; anything else is "not an image" (415).
 _SIGNATURES = (
@@ -59,9 +63,11 @@ def analyze_bytes(
     name: str,
     smoother: Any = None,
     max_side: int | None = MAX_DECODE_SIDE,
+    preview: bool = False,
 ) -> dict[str, Any]:
     """Decode (InputError for corrupt images and decompression bombs; large ones reduced to ``max_side``),
-    detect, classify, optionally smooth. Boxes, width and height are in the full-size image's pixels."""
+    detect, classify, optionally smooth. Boxes, width and height are in the full-size image's pixels.
+    ``preview``: also the image as the server read it (upright), a JPEG data URL."""
     t0 = time.perf_counter()
     loaded = load_image(data, name, max_side=max_side, max_bytes=0)  # the upload limit was checked already
     faces = scale_faces(analyzer.analyze(loaded.pixels, scale=loaded.scale), *loaded.scale)
@@ -70,7 +76,9 @@ def analyze_bytes(
     classes = analyzer.classes
     for note in loaded.notes:
         log.warning("%s", note)
+    extra = {"preview": preview_jpeg(loaded.pixels)} if preview else {}
     return {
+        **extra,
         "faces": [f.to_dict(classes) for f in faces],
         "width": loaded.size[0],
         "height": loaded.size[1],
@@ -80,15 +88,33 @@ def analyze_bytes(
     }
 
 
+def preview_jpeg(rgb: np.ndarray) -> str:
+    """``rgb`` reduced to at most ``PREVIEW_SIDE`` pixels a side, as a ``data:image/jpeg`` URL."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, PREVIEW_SIDE / max(h, w))
+    if scale < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    _, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
 async def analyze_gated(
-    conn: HTTPConnection, analyzer: FaceAnalyzer, data: bytes, name: str, smoother: Any = None
+    conn: HTTPConnection,
+    analyzer: FaceAnalyzer,
+    data: bytes,
+    name: str,
+    smoother: Any = None,
+    preview: bool = False,
 ) -> dict[str, Any]:
     """``analyze_bytes`` in a worker thread, through the app's AnalysisGate (ServerBusy when it is full)."""
     state = conn.app.state
     settings = state.settings
     side = decode_side(settings.live_detect_size if smoother is not None else settings.detect_size)
     async with state.gate.slot():
-        return await run_in_threadpool(analyze_bytes, analyzer, data, name, smoother, side or MAX_DECODE_SIDE)
+        return await run_in_threadpool(
+            analyze_bytes, analyzer, data, name, smoother, side or MAX_DECODE_SIDE, preview
+        )
 
 
 @router.post(
@@ -107,12 +133,19 @@ async def predict(
     file: Annotated[UploadFile, File(description="an image file")],
     recognizer: Recognizer,
     settings: AppSettings,
+    preview: Annotated[
+        bool,
+        Query(
+            description="also return the image as the server read it (upright, at most 1280 px a side), "
+            "as a JPEG data URL: for formats a browser cannot show, such as TIFF or PGM"
+        ),
+    ] = False,
 ) -> dict[str, Any]:
     data = await file.read()
     check_upload(data, file.content_type, settings.max_upload_bytes)
     analyzer = analyzer_for(request, recognizer)
     try:
-        return await analyze_gated(request, analyzer, data, _display_name(file.filename))
+        return await analyze_gated(request, analyzer, data, _display_name(file.filename), preview=preview)
     except ServerBusy as e:
         raise HTTPException(503, str(e), headers={"Retry-After": "1"}) from None
 

@@ -178,6 +178,8 @@ function clearPhoto() {
   photo.url = photo.result = null;
 }
 
+const BROWSER_IMAGES = /^image\/(png|jpeg|gif|webp|bmp|avif)$/;
+
 async function upload(file) {
   if (!file) return;
   const status = $("upload-status");
@@ -190,15 +192,17 @@ async function upload(file) {
   const form = new FormData();
   form.append("file", file, file.name);
   try {
-    const resp = await fetch("/api/predict", { method: "POST", body: form, signal: ctrl.signal });
+    // TIFF, PGM/PPM and the like: the server sends the picture back as it read it, for the browser to show
+    const shown = BROWSER_IMAGES.test(file.type);
+    const resp = await fetch(`/api/predict${shown ? "" : "?preview=true"}`, { method: "POST", body: form, signal: ctrl.signal });
     if (!resp.ok) throw new Error(await errorText(resp));
     const r = await resp.json();
-    const url = URL.createObjectURL(file);
+    const url = shown ? URL.createObjectURL(file) : null;
     const img = $("upload-image");
     await new Promise((resolve, reject) => {
       img.onload = resolve;
       img.onerror = () => reject(new Error("the browser cannot show this image (the server read it)"));
-      img.src = url;
+      img.src = url || r.preview;
     });
     if (ctrl.signal.aborted) return;
     Object.assign(photo, { file, result: r, url });
