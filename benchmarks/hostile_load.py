@@ -4,14 +4,16 @@ Starts ``ferkit serve`` on 127.0.0.1 (a free port; loopback only), then:
 
 1. sends ``--uploads`` concurrent uploads of a tiny JPEG that declares ``--side`` x ``--side`` pixels (629
    bytes for 7000x7000: under the 50-megapixel limit, so it is decoded), ``--rounds`` times;
-2. opens ``--slow`` connections that send half a request's headers, and as many that send a body shorter
+2. sends ``--big`` concurrent uploads of ``--big-mb`` MB of junk to ``/api/video`` (just under its 50 MB
+   limit: each is received whole before it is found not to be a video), with the server's RSS around them;
+3. opens ``--slow`` connections that send half a request's headers, and as many that send a body shorter
    than their Content-Length, and counts how many the server closes within ``--request-timeout`` + 5 s,
    checking meanwhile that a normal request is still answered.
 
 Prints the server's RSS before, at its peak and after, and the status counts. Bounded: it stops by itself
 (``--limit`` seconds at most) and always stops the server.
 
-    python benchmarks/hostile_load.py                      # 16 x 7000x7000, 2 rounds, 70 + 70 slow
+    python benchmarks/hostile_load.py       # 16 x 7000x7000, 2 rounds; 30 x 49.9 MB; 70 + 70 slow
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from media import jpeg_declaring
 
 
 def multipart(data: bytes, name: str = "x.jpg") -> tuple[bytes, str]:
+    """A form with one file field; the content type follows nothing but the name's claim."""
     boundary = "ferkitbench"
     body = (
         (
@@ -48,11 +51,13 @@ def multipart(data: bytes, name: str = "x.jpg") -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def post(port: int, data: bytes, timeout: float = 120) -> int:
-    body, ctype = multipart(data)
+def post(
+    port: int, data: bytes, timeout: float = 120, path: str = "/api/predict", name: str = "x.jpg"
+) -> int:
+    body, ctype = multipart(data, name)
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        c.request("POST", "/api/predict", body, {"Content-Type": ctype})
+        c.request("POST", path, body, {"Content-Type": ctype})
         r = c.getresponse()
         r.read()
         c.close()
@@ -94,6 +99,29 @@ class Sampler(threading.Thread):
             except OSError:
                 return
             time.sleep(0.02)
+
+
+def big_uploads(port: int, pid: int, n: int, mb: float) -> dict:
+    """``n`` concurrent junk uploads of ``mb`` MB to /api/video: statuses and the server's RSS."""
+    junk = os.urandom(int(mb * 2**20) - 300)  # the form's own bytes stay under the limit
+    before = rss_mb(pid)
+    sampler = Sampler(pid)
+    sampler.start()
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(n) as ex:
+        statuses = Counter(ex.map(lambda _: post(port, junk, path="/api/video", name="x.mp4"), range(n)))
+    seconds = time.monotonic() - t0
+    time.sleep(4)
+    sampler.stop = True
+    return {
+        "big_uploads": n,
+        "big_mb": mb,
+        "big_seconds": round(seconds, 1),
+        "big_statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "big_rss_before_mb": round(before, 1),
+        "big_rss_peak_mb": round(sampler.peak, 1),
+        "big_rss_after_4s_mb": round(rss_mb(pid), 1),
+    }
 
 
 def free_port() -> int:
@@ -142,6 +170,8 @@ def main() -> int:
     ap.add_argument("--uploads", type=int, default=16)
     ap.add_argument("--side", type=int, default=7000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--big", type=int, default=30, help="concurrent large junk uploads to /api/video")
+    ap.add_argument("--big-mb", type=float, default=49.9, help="their size in MB (the limit: 50)")
     ap.add_argument("--slow", type=int, default=70, help="half-header connections (and as many short bodies)")
     ap.add_argument("--request-timeout", type=float, default=10.0)
     ap.add_argument("--limit", type=float, default=300, help="stop after this many seconds in any case")
@@ -202,6 +232,8 @@ def main() -> int:
         out["rss_after_mb"] = round(rss_mb(server.pid), 1)
         out["errors_5xx_other_than_503"] = sum(v for k, v in statuses.items() if k >= 500 and k != 503)
         out["connection_errors"] = statuses.get(-1, 0) + statuses.get(-2, 0)
+        if args.big:
+            out.update(big_uploads(port, server.pid, args.big, args.big_mb))
         if args.slow:
             out.update(slow_clients(port, args.slow, args.request_timeout))
         out["health_after"] = get(port)

@@ -199,3 +199,52 @@ def test_serve_help_shows_defaults():
 def test_serve_refuses_a_live_cap_at_the_connection_limit(capsys):
     assert main(["serve", "--port", "0", "--max-live", "64", "--max-connections", "64"]) == 5
     assert "--max-live (64) must be below --max-connections (64)" in capsys.readouterr().err
+
+
+def test_bodies_held_at_once_have_a_budget():
+    """Uploads held in memory together are capped: one over the budget is read, dropped and answered 503 +
+    Retry-After (declared by Content-Length or not), and every byte counted is released afterwards."""
+    import asyncio
+
+    from ferkit.app.server import BodyLimit
+
+    release = asyncio.Event()
+
+    async def app(scope, receive, send):  # holds its body until released
+        body = (await receive())["body"]
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(len(body)).encode()})
+
+    async def request(limiter, n, declared):
+        parts = [{"type": "http.request", "body": b"x" * 100, "more_body": True} for _ in range(n // 100)]
+        parts[-1]["more_body"] = False
+        sent = []
+
+        async def receive():
+            await asyncio.sleep(0)
+            return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+        async def send(msg):
+            sent.append(msg)
+
+        headers = [(b"content-length", str(n).encode())] if declared else []
+        scope = {"type": "http", "path": "/api/predict", "method": "POST", "headers": headers}
+        await limiter(scope, receive, send)
+        start = sent[0]
+        return start["status"], dict(start["headers"]), parts
+
+    async def main():
+        limiter = BodyLimit(app, limit=1000, budget=1500)
+        first = asyncio.create_task(request(limiter, 1000, True))
+        await asyncio.sleep(0.05)
+        assert limiter.held == 1000
+        for declared in (True, False):
+            status, headers, left = await request(limiter, 600, declared)
+            assert status == 503 and headers[b"retry-after"] == b"1" and left == []  # read to the end
+        assert limiter.held == 1000
+        release.set()
+        assert (await first)[0] == 200 and limiter.held == 0
+        assert (await request(limiter, 600, False))[0] == 200 and limiter.held == 0
+
+    asyncio.run(main())

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from swagger_ui_bundle import swagger_ui_path
 
 from ferkit import __version__
-from ferkit.app.deps import AnalysisGate, PerThreadDetector
+from ferkit.app.deps import AnalysisGate, PerThreadDetector, trim_memory
 from ferkit.app.routes import api, live, video
 from ferkit.app.videojob import VideoStore
 from ferkit.errors import FerkitError, InputError
@@ -82,14 +82,26 @@ class BodyLimit:
     and bodies that do not arrive in full within ``timeout`` seconds (a body shorter than its Content-Length,
     a client trickling bytes) get 408, so no connection is held open indefinitely.
 
-    Trusts neither Content-Length nor its absence: the body is counted as it arrives.
+    Trusts neither Content-Length nor its absence: the body is counted as it arrives. Bodies held at once
+    are capped at ``budget`` bytes in all (default: four of the largest allowed); beyond it the answer is
+    503 + Retry-After, so a crowd of large uploads cannot exhaust memory. When the last body in flight is
+    done with (answered or refused), freed memory goes back to the OS: refused uploads never reach the
+    analysis gate, which does that for the others.
     """
 
     def __init__(
-        self, app: Any, limit: int, timeout: float | None = None, limits: dict[str, int] | None = None
+        self,
+        app: Any,
+        limit: int,
+        timeout: float | None = None,
+        limits: dict[str, int] | None = None,
+        budget: int | None = None,
     ) -> None:
         self.app, self.limit, self.timeout = app, limit, timeout
         self.limits = limits or {}  # path -> its own limit (video uploads are larger)
+        self.budget = budget or 4 * max([limit, *self.limits.values()])
+        self.bodies = 0  # requests with a body in flight
+        self.held = 0  # bytes of their bodies held in memory
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if (
@@ -98,28 +110,85 @@ class BodyLimit:
             or scope["method"] in ("GET", "HEAD")
         ):
             return await self.app(scope, receive, send)
+        self.bodies += 1
+        try:
+            await self._limited(scope, receive, send)
+        finally:
+            self.bodies -= 1
+            if self.bodies == 0:
+                trim_memory()
+
+    async def _limited(self, scope: dict, receive: Any, send: Any) -> None:
         limit = self.limits.get(scope["path"], self.limit)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
+        declared = int(length) if length is not None and length.isdigit() else None
+        if declared is not None and declared > limit:
             return await self._reject(send, limit=limit)
-        chunks, total, more = [], 0, True
         deadline = time.monotonic() + self.timeout if self.timeout else None
+        held = [0]  # bytes of this body counted in self.held
+        try:
+            if declared is not None:  # admitted or refused as a whole, before any of it is read
+                if self.held + declared > self.budget:
+                    return await self._busy(receive, send, deadline)
+                self.held += declared
+                held[0] = declared
+            body = await self._read(receive, send, limit, deadline, held, declared is not None)
+            if body is not None:
+                await self.app(scope, self._replay(body, receive), send)
+        finally:
+            self.held -= held[0]
+
+    async def _read(
+        self, receive: Any, send: Any, limit: int, deadline: float | None, held: list[int], reserved: bool
+    ) -> bytes | None:
+        """The whole body; None when it was refused (the answer sent) or the client left. Without a
+        reservation (no Content-Length) each chunk is counted against the budget as it comes."""
+        chunks: list[bytes] = []
+        total, more = 0, True
         while more:
             try:
                 left = None if deadline is None else deadline - time.monotonic()
                 msg = await asyncio.wait_for(receive(), left)
             except TimeoutError:
-                return await self._reject(send, 408, f"request body not received within {self.timeout:g} s")
+                await self._reject(send, 408, f"request body not received within {self.timeout:g} s")
+                return None
             if msg["type"] == "http.disconnect":
-                return
+                return None
             body = msg.get("body", b"")
             total += len(body)
             if total > limit:
-                return await self._reject(send, limit=limit)
-            chunks.append(body)
+                await self._reject(send, limit=limit)
+                return None
             more = msg.get("more_body", False)
-        body, sent = b"".join(chunks), False
+            if not reserved:
+                if self.held + len(body) > self.budget:
+                    chunks.clear()
+                    self.held -= held[0]
+                    held[0] = 0
+                    await self._busy(receive, send, deadline, more)
+                    return None
+                self.held += len(body)
+                held[0] += len(body)
+            chunks.append(body)
+        return b"".join(chunks)  # the chunks go with this frame: one copy of the body
+
+    async def _busy(self, receive: Any, send: Any, deadline: float | None, more: bool = True) -> None:
+        """503 + Retry-After, once the rest of the body is read and dropped (a client still sending
+        would not see the answer)."""
+        while more:
+            left = None if deadline is None else deadline - time.monotonic()
+            try:
+                msg = await asyncio.wait_for(receive(), left)
+            except TimeoutError:
+                break
+            more = msg["type"] != "http.disconnect" and msg.get("more_body", False)
+        await self._reject(send, 503, "server busy receiving other uploads; retry shortly", retry=True)
+
+    @staticmethod
+    def _replay(body: bytes, receive: Any) -> Any:
+        """``receive`` for the app: the whole body at once, then the client's own messages."""
+        sent = False
 
         async def replay() -> dict:
             nonlocal sent
@@ -128,22 +197,28 @@ class BodyLimit:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        return replay
 
     async def _reject(
-        self, send: Any, status: int = 413, detail: str | None = None, limit: int | None = None
+        self,
+        send: Any,
+        status: int = 413,
+        detail: str | None = None,
+        limit: int | None = None,
+        retry: bool = False,
     ) -> None:
         mb = (limit or self.limit) / (1024 * 1024)
         payload = json.dumps({"detail": detail or f"upload too large: the limit is {mb:g} MB"}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"connection", b"close"),
+        ]
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
+                "headers": headers + ([(b"retry-after", b"1")] if retry else []),
             }
         )
         await send({"type": "http.response.body", "body": payload})

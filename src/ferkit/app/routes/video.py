@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import re
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -111,24 +112,30 @@ async def video(
 
 async def _receive(file: UploadFile, state: Any, settings: Any) -> tuple[str, Path]:
     """The upload checked (size, busy server, a readable clip within the duration limit) and stored."""
-    data = await file.read()
-    if len(data) > settings.max_video_bytes:
-        raise HTTPException(413, f"upload too large: the limit is {settings.max_video_mb:g} MB")
-    if not data:
-        raise HTTPException(400, "the upload is empty")
-    gate = state.gate
-    if gate.active >= gate.parallel + gate.queue:
-        raise HTTPException(503, "server busy; retry shortly", headers={"Retry-After": "1"})
     vid = state.videos.new()
     src = state.videos.upload_path(vid)
     try:
-        await run_in_threadpool(src.write_bytes, data)
-        del data
+        # copied in chunks from the parser's spooled file: never a whole clip in memory
+        size = await run_in_threadpool(_store, file, src)
+        if size > settings.max_video_bytes:
+            raise HTTPException(413, f"upload too large: the limit is {settings.max_video_mb:g} MB")
+        if not size:
+            raise HTTPException(400, "the upload is empty")
+        gate = state.gate
+        if gate.active >= gate.parallel + gate.queue:
+            raise HTTPException(503, "server busy; retry shortly", headers={"Retry-After": "1"})
         await run_in_threadpool(probe, src, _display_name(file.filename), settings.max_video_seconds)
     except BaseException:
         src.unlink(missing_ok=True)
         raise
     return vid, src
+
+
+def _store(file: UploadFile, path: Path) -> int:
+    file.file.seek(0)
+    with path.open("wb") as out:
+        shutil.copyfileobj(file.file, out, 1 << 20)
+    return path.stat().st_size
 
 
 class VideoJob:
