@@ -138,6 +138,12 @@ def test_missing_field_and_wrong_body_are_400(client):
         client.post("/api/predict", content=b"{}", headers={"content-type": "application/json"}).status_code
         == 400
     )
+    r = client.post("/api/predict", data={"file": "x.jpg"})  # curl -F "file=<x.jpg": text, not a file
+    assert r.status_code == 400
+    assert (
+        r.json()["detail"]
+        == "bad request: file: expected a file (a multipart form part with a filename), got a text field"
+    )
 
 
 def test_size_limit_413_with_and_without_content_length(client):

@@ -330,7 +330,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         parts = []
         for e in exc.errors():
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-            parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+            msg = str(e.get("msg"))
+            if "Expected UploadFile" in msg:  # a form field holding text, not a file with a file name
+                msg = "expected a file (a multipart form part with a filename), got a text field"
+            parts.append(f"{where}: {msg}" if where else msg)
         return JSONResponse({"detail": "bad request: " + "; ".join(parts)}, status_code=400)
 
     @app.exception_handler(Exception)
