@@ -211,3 +211,33 @@ def test_no_face_tiny_face_gray_and_huge_photo(tmp_path, capsys, ckpt):
             capsys, tmp_path / "in" / "huge.jpg", "--model", ckpt, "--min-face", round(min_face)
         )
         assert code == 0 and len(out.splitlines()) == n
+
+
+def test_outputs_never_replace_their_inputs(tmp_path, capsys, ckpt):
+    from ferkit.inference.video import VideoWriter
+
+    img = _png(tmp_path / "photo.png", scene(1)[0])
+    clip = write_video(tmp_path / "clip.avi", moving_frames(4), fps=10)
+    webm = tmp_path / "web" / "clip.webm"
+    with VideoWriter(webm, 10, (320, 240)) as w:
+        for frame in moving_frames(4):
+            w.write(frame)
+    before = {p: p.read_bytes() for p in (img, clip, webm)}
+    for argv, words in [
+        ((img, "-o", img), "-o "),
+        ((clip, "--summary", clip), "--summary "),
+        ((img, "--annotate", tmp_path), "--annotate would write"),  # the same name in the same folder
+        ((webm, "--annotate", webm.parent), "--annotate would write"),  # a .webm's annotated copy
+    ]:
+        code, _, err = _run(capsys, *argv, "--model", ckpt)
+        assert code == 5 and words in err and err.count("\n") == 1, err
+    assert all(p.read_bytes() == b for p, b in before.items())
+
+
+def test_an_output_file_is_kept_when_no_input_can_be_read(tmp_path, capsys, ckpt):
+    keep = tmp_path / "keep.jsonl"
+    keep.write_text("earlier results\n")
+    (tmp_path / "fake.png").write_bytes(b"not an image")
+    code, _, err = _run(capsys, tmp_path / "fake.png", "--model", ckpt, "-o", keep)
+    assert code == 1 and "none of the 1 input(s) could be read" in err
+    assert keep.read_text() == "earlier results\n"

@@ -343,14 +343,40 @@ def _predict_images(items, analyzer, writer, args, progress, warn, note) -> int:
     return done
 
 
+def _written_as(path: Path) -> Path:
+    """The file an annotated image is written to: its own format where OpenCV writes it, else PNG."""
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"):
+        return path.with_suffix(".png")
+    return path
+
+
+def _refuse_overwriting_inputs(args: argparse.Namespace, items: list[tuple[Path, Path, str]]) -> None:
+    """InputError when an output would replace one of the inputs (``-o photo.jpg`` given ``photo.jpg``,
+    ``--annotate`` naming the inputs' own folder): the input would be lost."""
+    inputs = {p.resolve() for p, _, _ in items}
+    for flag, value in (("-o", args.output), ("--summary", args.summary)):
+        if value not in (None, "-") and Path(value).resolve() in inputs:
+            raise InputError(f"{flag} {value} is one of the inputs: writing it would destroy it")
+    for path, root, kind in items:
+        targets = []
+        if args.annotate:
+            suffix = ".webm" if kind == "video" else None
+            target = _annotated_path(Path(args.annotate), path, root, suffix)
+            targets.append(("--annotate", target if kind == "video" else _written_as(target)))
+        if args.timeline and kind == "video":
+            targets.append(("--timeline", args.timeline_path(path)))
+        for flag, target in targets:
+            if target.resolve() in inputs:
+                raise InputError(f"{flag} would write {target} over an input; choose another name or folder")
+
+
 def _write_image(path: Path, rgb) -> None:
     """Encode and write atomically: a failed write (full disk, file-size limit) leaves no half image."""
     import cv2
 
     from ferkit.io import atomic_write_bytes
 
-    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"):
-        path = path.with_suffix(".png")
+    path = _written_as(path)
     ok, data = cv2.imencode(path.suffix.lower(), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise InputError(f"cannot encode {path}")
@@ -476,6 +502,7 @@ def run(args: argparse.Namespace) -> int:
         args.timeline_path = _timeline_paths(args.timeline, [p for p, _, _ in videos])
     if args.annotate and Path(args.annotate).exists() and not Path(args.annotate).is_dir():
         raise InputError(f"--annotate {args.annotate}: not a folder (it is an existing file)")
+    _refuse_overwriting_inputs(args, items)
     problems: list[str] = []
 
     def warn(msg: str) -> None:
@@ -505,6 +532,8 @@ def run(args: argparse.Namespace) -> int:
                 n_videos += 1
             except InputError as e:
                 warn(f"skipped {e}")
+        if problems and not n_images + n_videos:  # inside the with: an existing -o file is left as it was
+            raise FerkitError(f"none of the {len(items)} input(s) could be read (see warnings above)")
         stream.flush()
     if args.summary == "-":
         _print_summary(summaries)
