@@ -83,3 +83,22 @@ def test_average_weights_script_means_the_weights_and_refuses_mixed_architecture
     torch.testing.assert_close(w, (a["features.0.weight"] + b["features.0.weight"]) / 2)
     bad = average(paths[0], paths[2])
     assert bad.returncode == 1 and "different architectures" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_models_runs_lists_a_damaged_run_as_unreadable(capsys, tmp_path):
+    """A best.pt without the metadata ferkit train writes is listed as unreadable, not a crash."""
+    from media import tiny_checkpoint
+
+    from ferkit.models.checkpoint import load_checkpoint
+    from ferkit.models.integrity import with_weights
+
+    (tmp_path / "good").mkdir()
+    ckpt = tiny_checkpoint(tmp_path / "good" / "best.pt")
+    ck = load_checkpoint(ckpt)
+    del ck["meta"]
+    (tmp_path / "bad").mkdir()
+    torch.save(with_weights(ck, ck["model"]), tmp_path / "bad" / "best.pt")
+    assert main(["models", "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "bad/best.pt: unreadable (the checkpoint has no model metadata)" in out
+    assert "good/best.pt" in out and "val acc" in out

@@ -39,19 +39,23 @@ def describe_local(runs: str | Path = "runs") -> list[str]:
         return [f"  {len(paths)} run(s): {missing_extra_message('torch', 'reading checkpoints')}"]
     if not paths:
         return []
-    from ferkit.models.checkpoint import load_checkpoint  # torch: only where checkpoints exist
+    from ferkit.models.checkpoint import load_checkpoint, meta_from_checkpoint  # torch: only where needed
 
     lines = []
     for p in paths:
         try:
             ck = load_checkpoint(p)
+            name = meta_from_checkpoint(ck).name
         except ModelError as e:
             lines.append(f"  {p}: unreadable ({e})")
             continue
-        m = ck.get("metrics") or {}
+        m: dict[str, Any] = ck["metrics"] if isinstance(ck.get("metrics"), dict) else {}
+        val = [
+            m.get(k) if isinstance(m.get(k), float | int) else float("nan")
+            for k in ("val_acc", "val_balanced_acc")
+        ]
+        epoch = ck.get("epoch", "?")
         lines.append(
-            f"  {p!s:<32} {ck['meta']['name']:<14} epoch {ck.get('epoch', '?'):>3}  "
-            f"val acc {m.get('val_acc', float('nan')):.2%}  "
-            f"balanced {m.get('val_balanced_acc', float('nan')):.2%}"
+            f"  {p!s:<32} {name:<14} epoch {epoch!s:>3}  val acc {val[0]:.2%}  balanced {val[1]:.2%}"
         )
     return lines
