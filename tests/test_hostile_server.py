@@ -248,3 +248,18 @@ def test_bodies_held_at_once_have_a_budget():
         assert (await request(limiter, 600, False))[0] == 200 and limiter.held == 0
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["--port", "70000"], "--port must be between 0 (any free port) and 65535, got 70000"),
+        (["--port", "-1"], "--port must be between 0"),
+        (["--detect-size", "-1"], "--detect-size must be 0 (full size) or more, got -1"),
+        (["--live-detect-size", "-5"], "--live-detect-size must be 0 (full size) or more"),
+    ],
+)
+def test_serve_refuses_out_of_range_numbers(capsys, argv, words):
+    assert main(["serve", *argv]) == 5
+    err = capsys.readouterr().err
+    assert words in err and "serving" not in err

@@ -106,6 +106,11 @@ def load_analyzer(args: argparse.Namespace, live: bool = False):
     min_face, align = getattr(args, "min_face", MIN_FACE), not getattr(args, "no_align", False)
     if min_face < 0:
         raise InputError(f"--min-face must be at least 0, got {min_face}")
+    for flag in ("detect_size", "live_detect_size"):
+        if getattr(args, flag, 0) < 0:
+            raise InputError(
+                f"--{flag.replace('_', '-')} must be 0 (full size) or more, got {getattr(args, flag)}"
+            )
     detector = create_detector(
         args.detector, detector_model(args), max_side=args.detect_size or None, live=live
     )

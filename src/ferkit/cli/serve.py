@@ -128,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
             f"--max-live ({args.max_live}) must be below --max-connections ({args.max_connections}), "
             "or open cameras could shut out every other request"
         )
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port must be between 0 (any free port) and 65535, got {args.port}")
     if args.max_queue < 0:
         raise InputError(f"--max-queue must be 0 or more, got {args.max_queue}")
     if not args.request_timeout > 0:
