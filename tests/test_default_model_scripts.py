@@ -72,6 +72,26 @@ def test_card_adds_the_optional_sets_only_when_measured(tmp_path):
     assert card["fp32_bytes"] == 8 and "int8_public" not in card and "int8_bytes" not in card
 
 
+def test_a_missing_metrics_file_leaves_the_bundled_model_as_it_was(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "default.onnx").write_bytes(b"new graph")
+    _metrics(out / "public", "PublicTest")  # no private/metrics.json
+    script = tmp_path / "repo" / "scripts" / "bundle_default_model.py"
+    script.parent.mkdir(parents=True)
+    shutil.copyfile(ROOT / "scripts" / "bundle_default_model.py", script)
+    weights = tmp_path / "repo" / "src" / "ferkit" / "weights"
+    weights.mkdir(parents=True)
+    (weights / "default.onnx").write_bytes(b"old graph")
+    r = subprocess.run(
+        [sys.executable, str(script), str(out), "run"], check=False, capture_output=True, text=True
+    )
+    assert r.returncode == 1 and "cannot read" in r.stderr and "private" in r.stderr
+    assert "Traceback" not in r.stderr and (weights / "default.onnx").read_bytes() == b"old graph"
+    r = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True)
+    assert r.returncode == 2 and "usage" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_peer_speed_onnx_items(tmp_path):
     path = ROOT / "benchmarks" / "peer_speed.py"
     spec = importlib.util.spec_from_file_location("peer_speed_bench", path)
