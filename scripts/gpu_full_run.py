@@ -149,7 +149,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only measure fit's images/s of --model and of --student (with a teacher of three --model) "
         "on N Training faces, 2 epochs each, and exit",
     )
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    for name in ("budget", "batch", "max_epochs"):
+        if not getattr(args, name) > 0:
+            ap.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    from ferkit.models.registry import list_models
+
+    for flag in ("model", "student"):
+        if getattr(args, flag) not in list_models():
+            ap.error(f"--{flag} {getattr(args, flag)}: not a registered model ({', '.join(list_models())})")
+    return args
 
 
 def start_logging(out: Path) -> list[logging.Handler]:
@@ -662,6 +671,12 @@ def main(argv: list[str] | None = None) -> int:
             run.save()
         else:
             run_all(run)
+            failed = [
+                s for s, r in run.metrics["stages"].items() if str(r.get("status", "")).startswith("failed")
+            ]
+            if failed:  # metrics.json says why; the exit status must say that it did not all work
+                log.error("stages that failed: %s", ", ".join(failed))
+                return 1
         return 0
     except FerkitError as e:  # bad input (a missing pack, say): one line, no traceback
         log.error("%s", e)

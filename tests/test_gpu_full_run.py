@@ -105,6 +105,36 @@ def test_script_reports_a_missing_pack_in_one_line(tmp_path, caplog):
     assert "packed data not found" in caplog.text and "Traceback" not in caplog.text
 
 
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["--budget", "-5"], "--budget must be positive"),
+        (["--batch", "0"], "--batch must be positive"),
+        (["--model", "nosuch"], "--model nosuch: not a registered model"),
+    ],
+)
+def test_script_refuses_bad_options_before_any_work(tmp_path, capsys, argv, words):
+    import gpu_full_run
+
+    with pytest.raises(SystemExit) as e:
+        gpu_full_run.main(["--data", str(tmp_path / "none.npz"), "--out", str(tmp_path / "out"), *argv])
+    assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_a_run_whose_stages_fail_exits_1(tmp_path, pack_file, monkeypatch, caplog):
+    import gpu_full_run
+
+    def broken(run, stage, data):
+        raise RuntimeError("no GPU memory, say")
+
+    monkeypatch.setattr(gpu_full_run, "train_stage", broken)
+    monkeypatch.setattr(gpu_full_run, "resampling_ready", lambda: "not in this test")
+    argv = ["--data", str(pack_file), "--out", str(tmp_path / "out"), "--work", str(tmp_path / "w")]
+    with caplog.at_level(logging.ERROR):
+        assert gpu_full_run.main([*argv, "--device", "cpu", "--budget", "60"]) == 1
+    assert "stages that failed: paper, ros, smote, smote_tomek, ensemble, student, export" in caplog.text
+
+
 # ------------------------------------------------------------------------------- the run, in miniature
 
 
