@@ -38,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("checkpoints", nargs="+", help="two or more checkpoints (best.pt files)")
     ap.add_argument("-o", "--out", required=True, help="the averaged checkpoint")
     args = ap.parse_args(argv)
+    if len(args.checkpoints) < 2:
+        ap.error("give two or more checkpoints to average")
     try:
         save_torch(average(args.checkpoints), args.out)
-    except FerkitError as e:
+    except (FerkitError, OSError) as e:  # OSError: an unwritable -o, say
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {args.out}: mean of {len(args.checkpoints)} checkpoints")

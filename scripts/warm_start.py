@@ -41,7 +41,7 @@ def public_accuracy(model: torch.nn.Module, x: torch.Tensor, y: np.ndarray) -> s
 def main() -> None:
     try:
         run()
-    except FerkitError as e:
+    except (FerkitError, OSError) as e:  # OSError: an unwritable -o, say
         sys.exit(f"warm_start.py: {e}")
 
 
@@ -53,11 +53,14 @@ def run() -> None:
     ap.add_argument("--prune", metavar="MODEL", help="a narrower registered VGGNet, e.g. vgg_fer_w24")
     ap.add_argument("--faces", type=int, default=4096, help="Training faces for the statistics")
     args = ap.parse_args()
+    if args.faces < 1:
+        ap.error(f"--faces must be at least 1, got {args.faces}")
     torch.set_num_threads(2)
     ds = load_dataset(args.data)
     train, public = ds.split("Training"), ds.split("PublicTest")
     model, meta = vgg_from_onnx(args.onnx)
-    idx = np.random.default_rng(0).choice(len(train.images), args.faces, replace=False)
+    n = min(args.faces, len(train.images))  # a small dataset: all its Training faces
+    idx = np.random.default_rng(0).choice(len(train.images), n, replace=False)
     stats = crops(train.images[idx], meta)
     x_pub = crops(public.images, meta)
     print("source (no temperature, no prior correction):", public_accuracy(model, x_pub, public.labels))

@@ -74,6 +74,13 @@ def test_a_file_that_is_not_a_graph_is_a_clear_error(tmp_path):
         vgg_from_onnx(bad)
     with pytest.raises(ModelError, match="not found"):
         vgg_from_onnx(tmp_path / "missing.onnx")
+    src = _trained_like("vgg_fer_w16")
+    export_onnx(Ensemble([src], [ModelMeta("vgg_fer_w16")]).eval(), tmp_path / "m.onnx", probes=_faces(4))
+    from ferkit.inference.quantize import to_fp16
+
+    (tmp_path / "half.onnx").write_bytes(to_fp16((tmp_path / "m.onnx").read_bytes()))
+    with pytest.raises(ModelError, match="not in float32"):
+        vgg_from_onnx(tmp_path / "half.onnx")
 
 
 def test_pruning_to_the_same_width_keeps_the_function():

@@ -58,6 +58,8 @@ def vgg_from_onnx(path: str | Path) -> tuple[nn.Module, ModelMeta]:
         raise ModelError(f"{path}: want a graph of one model, found {len(members)} members")
     member = members[0]
     inits = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in proto.graph.initializer}
+    if any(t.dtype != torch.float32 for k, t in inits.items() if k.startswith("onnx::Conv_")):
+        raise ModelError(f"{path}: weights not in float32 (an fp16 or int8 export?); give the fp32 graph")
     model = create_model(member["model"], **member.get("args", {})).eval()
     folded = iter([inits[n] for n in sorted((k for k in inits if k.startswith("onnx::Conv_")), key=_num)])
     for m in model.modules():
