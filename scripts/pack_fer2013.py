@@ -189,10 +189,15 @@ def check_round_trip(dataset: FaceDataset, back: Pack) -> None:
 
 
 def _write(fields: dict[str, np.ndarray], out: Path) -> None:
+    if out.is_dir():
+        raise DataError(f"--out {out} is a folder; give a file name such as {out / 'fer2013.npz'}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, **fields)  # type: ignore[arg-type]
-    tmp.replace(out)
+    try:
+        np.savez(tmp, **fields)  # type: ignore[arg-type]
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 fetch_wheels(out.parent / "wheels")
         check_round_trip(dataset, load_pack(out))  # decoded as the GPU machine will decode it
         print(f"checked the round trip in {time.time() - t0:.0f} s in all: {out}")
-    except (FerkitError, subprocess.CalledProcessError) as e:
+    except (FerkitError, subprocess.CalledProcessError, OSError) as e:  # OSError: an unwritable --out
         print(f"pack_fer2013: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 1)
     return 0

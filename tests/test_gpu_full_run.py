@@ -94,6 +94,10 @@ def test_packer_command_packs_a_csv_and_checks_it(tmp_path, capsys):
     assert pack_fer2013.load_pack(out).max_error == {"Training": 1, "PublicTest": 0, "PrivateTest": 0}
     assert pack_fer2013.main(["--data", str(tmp_path / "none.csv"), "--out", str(out)]) == DataError.exit_code
     assert "pack_fer2013: error:" in capsys.readouterr().err
+    folder = tmp_path / "gpu_data"
+    code = pack_fer2013.main(["--data", str(csv), "--out", str(folder), "--no-wheel"])
+    assert code == DataError.exit_code and "is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["fer2013.npz"]  # no temporary file left
 
 
 def test_script_reports_a_missing_pack_in_one_line(tmp_path, caplog):
