@@ -120,7 +120,7 @@ def test_cli_skip_bad_and_errors(tmp_path, planted, capsys):
     assert "data not found" in captured.err and "missing" in captured.err
 
 
-def test_cli_val_fraction_and_cache(tmp_path, synthetic, capsys):
+def test_cli_val_fraction_and_cache(tmp_path, synthetic, capsys, monkeypatch):
     images, labels = synthetic(10)
     names = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     for i, (img, y) in enumerate(zip(images, labels)):
@@ -135,6 +135,11 @@ def test_cli_val_fraction_and_cache(tmp_path, synthetic, capsys):
     assert main(["data", "cache", str(tmp_path / "plain")]) == 0
     assert "70 images" in capsys.readouterr().out
     assert list((tmp_path / "cache").glob("*.npz"))
+    (tmp_path / "file").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("FERKIT_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    assert main(["data", "cache", str(tmp_path / "plain")]) == 3
+    out, err = capsys.readouterr()
+    assert "could not write the data cache" in err and "cached load" not in out
 
 
 def test_cli_help_texts(capsys):

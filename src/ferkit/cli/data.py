@@ -159,11 +159,20 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
     if args.no_cache:
         raise DataError("`ferkit data cache` fills the cache; --no-cache makes no sense here")
+    import warnings
+
     times = []
     for _ in range(2):  # the first load decodes (or finds an up-to-date entry), the second is a cached load
         t0 = time.perf_counter()
-        ds = _load(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = _load(args)
         times.append(time.perf_counter() - t0)
+        unwritable = [w for w in caught if "could not write the data cache" in str(w.message)]
+        if unwritable:  # the one job of this command failed (a load elsewhere only warns)
+            raise DataError(str(unwritable[0].message).removeprefix("ferkit: "))
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     print(
         f"{args.path}: {len(ds)} images; first load {times[0]:.2f} s, cached load {times[1]:.3f} s "
         f"(cache: {cache_dir()})"
