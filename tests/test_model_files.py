@@ -139,3 +139,19 @@ def test_bad_onnx_metadata_is_refused_at_load(onnx_file, tmp_path, capsys, chang
 def test_good_files_still_load(good, onnx_file):
     want = load_scorer(good).predict_proba(PROBES)
     assert np.abs(Recognizer.load(onnx_file).predict_proba(PROBES) - want).max() < 1e-4
+
+
+def test_onnx_names_and_torch_files_are_not_confused(tmp_path):
+    """A PyTorch file is never written under an .onnx name, and an .onnx file given where a checkpoint is
+    needed (calibrate, export, ensemble build) is named for what it is."""
+    import pytest
+
+    from ferkit.errors import ModelError
+    from ferkit.models.checkpoint import read_torch_dict, save_torch
+
+    with pytest.raises(ModelError, match="for an ONNX graph use `ferkit export`"):
+        save_torch({"a": 1}, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07")
+    with pytest.raises(ModelError, match="is an ONNX graph; this needs a PyTorch checkpoint"):
+        read_torch_dict(tmp_path / "m.onnx")

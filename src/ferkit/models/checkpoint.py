@@ -25,6 +25,8 @@ FORMAT = "ferkit-checkpoint"
 
 def save_torch(obj: Any, path: str | Path) -> Path:
     """``torch.save`` of a plain dict (a checkpoint or an ensemble), atomically."""
+    if Path(path).suffix.lower() == ".onnx":  # a PyTorch file under an ONNX name would mislead every reader
+        raise ModelError(f"{path}: this writes a PyTorch file (.pt); for an ONNX graph use `ferkit export`")
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -33,6 +35,8 @@ def read_torch_dict(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"model file not found: {p}")
+    if p.suffix.lower() == ".onnx":
+        raise ModelError(f"{p} is an ONNX graph; this needs a PyTorch checkpoint or ensemble (.pt)")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch.load fails with many unrelated types on non-torch files
