@@ -40,6 +40,9 @@ def test_unknown_name_and_argument_fail_loudly():
         create_model("resnet9000")
     with pytest.raises(ModelError, match="no argument"):
         create_model("vgg_fer", depth=3)
+    for bad in ({"width": 0}, {"dropout": 5}, {"fc": "x"}):  # hand-edited checkpoint metadata, say
+        with pytest.raises(ModelError, match="cannot build model 'vgg_fer' with"):
+            create_model("vgg_fer", **bad)
 
 
 def test_cli_models_lists_architectures(capsys, tmp_path):

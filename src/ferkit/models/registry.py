@@ -67,4 +67,8 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     bad = [k for k in kwargs if k not in params]
     if bad:
         raise ModelError(f"model {name!r} has no argument(s) {', '.join(bad)}; it takes {', '.join(params)}")
-    return fn(**kwargs)
+    try:
+        return fn(**kwargs)
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as e:  # width=0, dropout=5, fc="x", ...
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise ModelError(f"cannot build model {name!r} with {args or 'its defaults'}: {e}") from None

@@ -26,6 +26,8 @@ class VGGNet(nn.Module):
         num_classes: int = NUM_CLASSES,
     ) -> None:
         super().__init__()
+        if not (isinstance(width, int) and width >= 1 and isinstance(fc, int) and fc >= 1):
+            raise ValueError(f"width and fc must be positive integers, got width={width!r}, fc={fc!r}")
         chans = [width, width * 2, width * 4, width * 8]
         layers: list[nn.Module] = []
         c_in = in_chans
