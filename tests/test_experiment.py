@@ -12,7 +12,7 @@ from conftest import imbalanced_csv, write_fer_csv
 from ferkit.cli import main
 from ferkit.config import TrainConfig
 from ferkit.data.load import load_dataset
-from ferkit.errors import ConfigError
+from ferkit.errors import ConfigError, DataError
 from ferkit.experiments import load_grid, run_grid
 from ferkit.training.data import prepare_training_data
 
@@ -56,9 +56,8 @@ def test_tiny_grid_end_to_end_then_resume(tmp_path, capsys):
     csv = imbalanced_csv(tmp_path / "fer.csv")
     out = tmp_path / "results"
     logs: list[str] = []
-    table = run_grid("study", csv, out, budget="cpu", only=["ros", "aux_25"], overrides=TINY, log=logs.append)
-    text = "\n".join(logs)
-    assert "also running tuned" in text and "aux_25: skipped (needs auxiliary data" in text
+    table = run_grid("study", csv, out, budget="cpu", only=["ros"], overrides=TINY, log=logs.append)
+    assert "also running tuned" in "\n".join(logs)
     assert [r["id"] for r in table["rows"]] == ["tuned", "ros"]
     ros = table["rows"][1]
     assert ros["official"]["label"] == "official" and ros["study"]["label"] == "LEAKY"
@@ -104,3 +103,99 @@ def test_auxiliary_affectnet_is_mixed_into_training_only(tmp_path):
     assert data.train_images.shape[1:] == (48, 48) and data.train_images.dtype == np.uint8
     assert set(np.unique(data.train_labels[n_train:])) <= {0, 3, 5}  # contempt dropped
     assert np.array_equal(data.val_images, ds.split("PublicTest").images)  # validation stays FER2013's
+
+
+def _run(*args: str) -> list[str]:
+    return ["experiment", "run", "study", "--budget", "cpu", *args]
+
+
+def test_refused_run_leaves_its_folder_free_for_the_corrected_one(tmp_path, capsys):
+    csv, out = imbalanced_csv(tmp_path / "fer.csv"), tmp_path / "ex"
+    refused = [
+        (["--data", str(tmp_path / "nosuch"), "--only", "baseline"], 3, "data not found"),
+        (["--data", str(csv), "--only", "nosuch"], 2, "no row 'nosuch'"),
+        (["--data", str(csv), "--only", "baseline", "--set", "lr=abc"], 2, "lr: expected a number"),
+        (["--data", str(csv), "--only", "baseline", "--set", "model=nosuch"], 4, "unknown model 'nosuch'"),
+    ]
+    for args, code, message in refused:
+        capsys.readouterr()
+        assert main(_run(*args, "--out", str(out))) == code
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
+        assert not (out / "run.json").exists()
+
+
+def test_a_run_json_that_left_no_results_does_not_block_another_run(tmp_path):
+    csv, out = imbalanced_csv(tmp_path / "fer.csv"), tmp_path / "ex"
+    out.mkdir()
+    stale = {"grid": "study", "budget": "cpu", "data": "nosuch", "aux": None, "seed": 0, "overrides": []}
+    (out / "run.json").write_text(json.dumps(stale))  # as a refused run of an older ferkit left it
+    logs: list[str] = []
+    table = run_grid("study", csv, out, only=["baseline"], overrides=TINY, log=logs.append)
+    assert [r["id"] for r in table["rows"]] == ["baseline"]
+    assert json.loads((out / "run.json").read_text())["data"] == str(csv)
+    with pytest.raises(
+        ConfigError, match="different run"
+    ):  # now it holds results: a different run is refused
+        run_grid("study", tmp_path / "other.csv", out, only=["baseline"], overrides=TINY, log=logs.append)
+
+
+def _finished_folder(out, cell_text):
+    """A results folder whose one finished cell's metrics.json holds ``cell_text``."""
+    cell = out / "baseline" / "official"
+    cell.mkdir(parents=True)
+    spec = {"grid": "study", "budget": "cpu", "data": "fer.csv", "aux": None, "seed": 0, "overrides": []}
+    (out / "run.json").write_text(json.dumps({**spec, "tta": "center"}))
+    (cell / "metrics.json").write_text(cell_text)
+    return cell / "metrics.json"
+
+
+@pytest.mark.parametrize("damaged", ["", '{"row": "baseline", ', "[1, 2]", '{"row": "baseline"}'])
+def test_damaged_metrics_json_is_a_data_error_naming_the_file(tmp_path, capsys, damaged):
+    out = tmp_path / "ex"
+    metrics = _finished_folder(out, damaged)
+    capsys.readouterr()
+    assert main(["experiment", "table", str(out)]) == 3
+    assert str(metrics) in capsys.readouterr().err
+    csv = imbalanced_csv(tmp_path / "fer.csv")
+    with pytest.raises(DataError, match="metrics.json.*delete it to rerun the cell"):
+        run_grid("study", csv, out, only=["baseline"], overrides=TINY, log=lambda _: None)
+    assert not (metrics.parent / "best.pt").exists()  # refused before anything trained
+    (out / "tuned" / "official").mkdir(parents=True)
+    (out / "tuned" / "official" / "metrics.json").write_text(damaged)
+    assert main(["experiment", "leakage-report", str(out), "--docs", str(tmp_path / "docs")]) == 3
+    assert "tuned/official/metrics.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damaged", ["", "{", "null"])
+def test_damaged_run_json_is_a_data_error_naming_the_file(tmp_path, capsys, damaged):
+    out = tmp_path / "ex"
+    cell = {"row": "baseline", "name": "baseline", "protocol": "official", "label": "official"}
+    _finished_folder(out, json.dumps({**cell, "evaluated_on": "PrivateTest", "metrics": {"top1": 0.5}}))
+    (out / "run.json").write_text(damaged)
+    csv = imbalanced_csv(tmp_path / "fer.csv")
+    for argv in (
+        ["experiment", "table", str(out)],
+        ["experiment", "leakage-report", str(out), "--docs", str(tmp_path / "docs")],
+        _run("--data", str(csv), "--out", str(out), "--only", "baseline", "--set", *TINY),
+    ):
+        capsys.readouterr()
+        assert main(argv) == 3
+        err = capsys.readouterr().err
+        assert f"{out / 'run.json'}: " in err and err.count("\n") == 1
+    assert not (out / "baseline" / "official" / "best.pt").exists()
+
+
+def test_a_row_needing_aux_data_asked_for_without_aux_is_refused_before_training(tmp_path, capsys):
+    csv, out = imbalanced_csv(tmp_path / "fer.csv"), tmp_path / "ex"
+    for only in (["aux_25"], ["ros", "aux_50"]):
+        with pytest.raises(ConfigError, match=r"needs auxiliary data: pass --aux PATH"):
+            run_grid("study", csv, out, only=only, overrides=TINY, log=lambda _: None)
+    with pytest.raises(ConfigError, match="aux_25, aux_90 need auxiliary data"):
+        run_grid("study", csv, out, only=["aux_25", "aux_90"], overrides=TINY, log=lambda _: None)
+    capsys.readouterr()
+    assert main(_run("--data", str(csv), "--out", str(out), "--only", "aux_25")) == 2
+    assert "aux_25 needs auxiliary data" in capsys.readouterr().err
+    assert not out.exists()  # the parent row `tuned` did not train, and no run.json locks the folder
+    assert main(_run("--data", str(csv), "--out", str(out), "--only", "aux_25", "--aux", "nosuch")) == 3
+    assert "auxiliary data not found: nosuch" in capsys.readouterr().err

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ferkit.data.leakage import LEAKY
-from ferkit.errors import ConfigError
+from ferkit.errors import ConfigError, DataError
+from ferkit.experiments.table import METRICS, RUN_HINT, read_cell, read_json
 from ferkit.io import atomic_write, atomic_write_text
 from ferkit.training.loop import best_epoch
 
@@ -33,24 +34,34 @@ MEMBERS = ("ros", "smote", "smote_tomek")
 PROBES = ("ros_noaug",)  # grid rows beyond the study's own: same columns, not ensemble members
 
 
-def _load(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def _history(cell: Path) -> list[dict[str, Any]]:
+    """The cell's per-epoch records; DataError naming the file and line when one is damaged."""
     f = cell / "metrics.jsonl"
-    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+    if not f.is_file():
+        return []
+    hist, where = [], "the file"
+    try:
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            where = f"line {i}"
+            if line.strip():
+                hist.append(json.loads(line))
+                if not isinstance(hist[-1], dict):
+                    raise ValueError("not a JSON object")
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+        raise DataError(f"{f}: {where} is damaged ({' '.join(str(e).split())[:200]})") from None
+    return hist
 
 
 def _cell(out: Path, row: str, protocol: str) -> dict[str, Any]:
     cell = out / row / protocol
     hist = _history(cell)
+    metrics = cell / METRICS
     return {
-        "metrics": _load(cell / "metrics.json"),
+        "metrics": read_cell(metrics) if metrics.is_file() else None,
         "history": hist,
         "best": best_epoch(hist),  # the epoch the run selected, by fit's own rule
-        "monitor": _load(cell / "monitor.json"),
-        "leakage": _load(cell / "leakage.json"),
+        "monitor": read_json(cell / "monitor.json"),
+        "leakage": read_json(cell / "leakage.json"),
     }
 
 
@@ -59,7 +70,7 @@ def collect_report(out: str | Path) -> dict[str, Any]:
     out = Path(out)
     if not (out / "run.json").is_file():
         raise ConfigError(f"{out} is not an experiment results folder (no run.json)")
-    run = json.loads((out / "run.json").read_text())
+    run = read_json(out / "run.json", RUN_HINT)
     rows: dict[str, dict[str, Any]] = {}
     for row in ("tuned", *MEMBERS, "ensemble", *PROBES):
         rows[row] = {"study_reported": STUDY_REPORTED[row]}

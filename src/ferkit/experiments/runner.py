@@ -33,19 +33,20 @@ from ferkit.data.dataset import FaceDataset
 from ferkit.data.leakage import LEAKY, audit_leakage, format_leakage
 from ferkit.data.load import load_dataset
 from ferkit.data.study_protocol import StudySplit, cached_study_splits, study_method
-from ferkit.errors import ConfigError
+from ferkit.errors import ConfigError, DataError, ModelError
 from ferkit.evaluation.evaluate import evaluate_dataset
 from ferkit.evaluation.metrics import compute_metrics
 from ferkit.evaluation.scorers import EnsembleScorer, load_scorer
 from ferkit.experiments.grid import Grid, Row, load_grid
 from ferkit.experiments.monitor import describe as describe_watch
 from ferkit.experiments.monitor import make_monitor, watch_sets
-from ferkit.experiments.table import METRICS, finished_cells, write_table
+from ferkit.experiments.table import METRICS, RUN_HINT, finished_cells, read_cell, read_json, write_table
 from ferkit.io import atomic_write, atomic_write_text
 from ferkit.models.ensemble import build_ensemble, ensemble_from_dict
+from ferkit.models.registry import list_models
 from ferkit.runtime import check_tta, resolve_device
 from ferkit.training.data import TrainingData, prepare_training_data
-from ferkit.training.loop import Monitor, fit
+from ferkit.training.loop import Monitor, check_run, fit
 
 __all__ = ["METRICS", "cell_dir", "finished_cells", "run_cell", "run_grid"]
 
@@ -54,7 +55,7 @@ KEEP = ("top1", "top2", "top3", "balanced_accuracy", "macro_f1", "n", "per_class
 
 
 def _read(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path, "; restore it, or delete the cell's folder to rerun the cell")
 
 
 def _write(path: Path, obj: Any) -> None:
@@ -65,21 +66,31 @@ def cell_dir(out: Path, row: Row, protocol: str) -> Path:
     return out / row.id / protocol
 
 
-def _check_spec(out: Path, spec: dict[str, Any]) -> None:
-    """Refuse to mix runs of different grids, budgets, data or overrides in one results folder."""
-    old = _read(out / "run.json")
-    if old is None:
-        out.mkdir(parents=True, exist_ok=True)
-        _write(out / "run.json", spec)
-        return
-    diff = [
-        k for k in ("grid", "budget", "data", "aux", "seed", "overrides", "tta") if old.get(k) != spec.get(k)
-    ]
-    if diff:
-        raise ConfigError(
-            f"{out} holds results of a different run ({', '.join(f'{k}: {old.get(k)!r}' for k in diff)}"
-            f"); choose another --out"
-        )
+def _has_cells(out: Path) -> bool:
+    """Whether any cell under ``out`` holds a file (a result, a checkpoint, a training in progress)."""
+    return any(p.is_file() for p in out.glob("*/*/*"))
+
+
+def _check_spec(out: Path, spec: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Refuse to mix runs of different grids, budgets, data or overrides in one results folder; record
+    ``spec`` in ``run.json``. A ``run.json`` whose run left no cell behind is replaced, not obeyed."""
+    old = read_json(out / "run.json", RUN_HINT)
+    if old is not None:
+        diff = [
+            k
+            for k in ("grid", "budget", "data", "aux", "seed", "overrides", "tta")
+            if old.get(k) != spec.get(k)
+        ]
+        if not diff:
+            return
+        if _has_cells(out):
+            raise ConfigError(
+                f"{out} holds results of a different run ({', '.join(f'{k}: {old.get(k)!r}' for k in diff)}"
+                f"); choose another --out"
+            )
+        log(f"{out / 'run.json'}: replaced (its run left no results)")
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / "run.json", spec)
 
 
 def _train(
@@ -286,7 +297,12 @@ def run_ensemble_cell(
 
 
 def _read_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, ValueError) as e:
+        raise DataError(f"{path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
 
 
 def _parent_checkpoint(grid: Grid, row: Row, out: Path) -> str | None:
@@ -297,6 +313,62 @@ def _parent_checkpoint(grid: Grid, row: Row, out: Path) -> str | None:
     if not (parent / METRICS).is_file():
         raise ConfigError(f"{row.id} fine-tunes {row.finetune}, which has not finished")
     return str(parent / "best.pt")
+
+
+def _rows_to_run(g: Grid, only: list[str] | None, aux: str | None, log: Callable[[str], None]) -> list[Row]:
+    """The rows to run, in grid order: ``only`` (all if empty) and the rows they fine-tune from or average.
+    Without ``aux``, rows that need auxiliary data (or build on one that does) are left out, and refused
+    (ConfigError) when ``only`` names them: their parents would train for nothing."""
+    rows = g.with_dependencies(only)
+    needs_aux: set[str] = set()
+    for r in g.rows:  # a grid lists parents and members before the rows that use them
+        if r.aux or r.finetune in needs_aux or needs_aux.intersection(r.ensemble):
+            needs_aux.add(r.id)
+    if not aux:
+        asked = list(dict.fromkeys(r for r in only or [] if r in needs_aux))
+        if asked:
+            many = len(asked) > 1
+            raise ConfigError(
+                f"{', '.join(asked)} {'need' if many else 'needs'} auxiliary data: pass --aux PATH "
+                f"(AffectNet class folders) or leave {'them' if many else 'it'} out of --only"
+            )
+        for r in rows:
+            if r.id in needs_aux:
+                log(f"{r.id}: skipped (needs auxiliary data: --aux PATH)")
+        rows = [r for r in rows if r.id not in needs_aux]
+    extra = [r.id for r in rows if only and r.id not in only]
+    if extra:
+        log(f"also running {', '.join(extra)}: {'they are' if len(extra) > 1 else 'it is'} fine-tuned from")
+    return rows
+
+
+def _check_cells(g: Grid, rows: list[Row], out: Path, budget: str, **facts: Any) -> bool:
+    """What a run can check before it records run.json or trains: finished cells' ``metrics.json`` readable;
+    each unfinished cell's config (grid, budget, ``--set`` values, model) valid, its auxiliary data
+    present. ``facts``: ``cell_config``'s data, aux, seed and overrides. Whether any cell is unfinished."""
+    pending = False
+    for row in rows:
+        for protocol in row.protocols():
+            cell = cell_dir(out, row, protocol)
+            if (cell / METRICS).is_file():
+                read_cell(cell / METRICS)
+                continue
+            pending = True
+            if row.ensemble:
+                continue
+            cfg = g.cell_config(row, protocol, budget, out=cell, **facts)
+            check_run(cfg, resume=(cell / "last.pt").is_file(), have_data=True)
+            if cfg.model not in list_models():
+                raise ModelError(f"unknown model {cfg.model!r}; available: {', '.join(list_models())}")
+            if cfg.aux_data and not Path(cfg.aux_data).exists():
+                raise DataError(f"auxiliary data not found: {cfg.aux_data}")
+    return pending
+
+
+def _load_data(data: str | Path, log: Callable[[str], None]) -> FaceDataset:
+    dataset = load_dataset(data)
+    log(f"data: {data}\n{dataset.describe()}")
+    return dataset
 
 
 def run_grid(
@@ -314,6 +386,9 @@ def run_grid(
     """Run the cells of ``grid`` not yet finished in ``out``, then write the table; returns it.
 
     ``tta`` overrides the test-time crops (the grid's ``evaluate.tta``, or its budget's) for every cell.
+    Rows, ``overrides``, data and finished cells are checked before ``run.json`` is written or anything
+    trains, so a refused command leaves ``out`` free for the corrected one. A damaged ``metrics.json``
+    is reported (DataError), not silently recomputed.
     """
     g = load_grid(grid) if not isinstance(grid, Grid) else grid
     if tta is not None:
@@ -331,21 +406,12 @@ def run_grid(
         "overrides": list(overrides or []),
         "tta": g.evaluate.get("tta"),
     }
-    _check_spec(out, spec)
-    rows = g.with_dependencies(only)
-    if only:
-        extra = [r.id for r in rows if r.id not in only]
-        if extra:
-            log(
-                f"also running {', '.join(extra)}: "
-                f"{'they are' if len(extra) > 1 else 'it is'} fine-tuned from"
-            )
-    dataset: FaceDataset | None = None
+    rows = _rows_to_run(g, only, aux, log)
+    facts: dict[str, Any] = {"data": str(data), "aux": aux, "seed": seed, "overrides": overrides}
+    dataset = _load_data(data, log) if _check_cells(g, rows, out, budget, **facts) else None
+    _check_spec(out, spec, log)
     done = skipped = 0
     for row in rows:
-        if row.aux and not aux:
-            log(f"{row.id}: skipped (needs auxiliary data: --aux PATH)")
-            continue
         for protocol in row.protocols():
             cell = cell_dir(out, row, protocol)
             label = f"{row.id} [{protocol}{', ' + LEAKY if protocol == 'study' else ''}]"
@@ -353,25 +419,15 @@ def run_grid(
                 log(f"{label}: finished earlier, not recomputed")
                 skipped += 1
                 continue
-            if dataset is None:
-                dataset = load_dataset(data)
-                log(f"data: {data}\n{dataset.describe()}")
+            if dataset is None:  # not reached: _check_cells found this cell unfinished
+                dataset = _load_data(data, log)
             if row.ensemble:
                 log(f"{label}: {row.name}")
                 run_ensemble_cell(g, row, protocol, dataset, out, log=log)
                 done += 1
                 continue
-            cfg = g.cell_config(
-                row,
-                protocol,
-                budget,
-                data=str(data),
-                out=cell,
-                aux=aux,
-                seed=seed,
-                finetune_from=_parent_checkpoint(g, row, out),
-                overrides=overrides,
-            )
+            parent = _parent_checkpoint(g, row, out)
+            cfg = g.cell_config(row, protocol, budget, out=cell, finetune_from=parent, **facts)
             log(f"{label}: {row.name}")
             run_cell(g, row, protocol, dataset, cfg, cell, log)
             done += 1

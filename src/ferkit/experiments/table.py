@@ -9,17 +9,49 @@ from pathlib import Path
 from typing import Any
 
 from ferkit.data.leakage import LEAKY
-from ferkit.errors import ConfigError
+from ferkit.errors import ConfigError, DataError
 from ferkit.experiments.grid import Grid, load_grid
 from ferkit.io import atomic_write_text
 
 COLUMNS = ("top1", "top2", "top3", "balanced_accuracy")
 METRICS = "metrics.json"  # a cell's result, written last: a cell that has it is finished
+RUN_HINT = "; it records what the folder's run asked for: restore it, or delete it and rerun that command"
+CELL_KEYS = ("row", "name", "protocol", "label", "evaluated_on", "metrics")
+
+
+def read_json(path: Path, hint: str = "") -> dict[str, Any] | None:
+    """The JSON object in ``path``, None when there is no such file; DataError naming the file when it is
+    not a JSON object (empty, cut short, edited by hand). ``hint`` says what to do about it."""
+    if not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text())
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+        raise DataError(f"{path}: not valid JSON ({_one_line(e)}){hint}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(obj).__name__}{hint}")
+    return obj
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:200]
+
+
+def read_cell(path: Path) -> dict[str, Any]:
+    """A finished cell's ``metrics.json``; DataError when it is damaged (deleting it reruns the cell)."""
+    hint = "; delete it to rerun the cell"
+    cell = read_json(path, hint)
+    if cell is None:
+        raise DataError(f"{path}: no such file")
+    missing = [k for k in CELL_KEYS if k not in cell]
+    if missing or not isinstance(cell["metrics"], dict):
+        raise DataError(f"{path}: not a cell's result (missing {', '.join(missing) or 'metrics'}){hint}")
+    return cell
 
 
 def finished_cells(out: str | Path) -> list[dict[str, Any]]:
     """Every finished cell's ``metrics.json`` under ``out``."""
-    return [json.loads(p.read_text()) for p in sorted(Path(out).glob(f"*/*/{METRICS}"))]
+    return [read_cell(p) for p in sorted(Path(out).glob(f"*/*/{METRICS}"))]
 
 
 def _pct(v: float | None) -> str:
@@ -35,7 +67,7 @@ def _copies(leak: dict[str, Any] | None) -> str:
 def collect(out: str | Path, grid: Grid | None = None) -> dict[str, Any]:
     """JSON-ready table: run facts and, per row in grid order, each protocol's metrics and leakage."""
     out = Path(out)
-    spec = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
+    spec = read_json(out / "run.json", RUN_HINT) or {}
     if grid is None and spec.get("grid"):
         try:
             grid = load_grid(spec["grid"])
