@@ -1,4 +1,5 @@
-"""Typed choices in the training config, helpful errors, no development data path, and onecycle for real."""
+"""Typed choices and numeric ranges in the training config, helpful errors, no development data path, and
+onecycle for real."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from typing import get_args
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import make_synthetic, tiny_cfg, tiny_data, write_fer_csv
 
 from ferkit.cli import main
-from ferkit.config import Balance, TrainConfig, load_train_config, load_yaml, resolve_config_path
+from ferkit.config import Balance, TrainConfig, load_train_config, load_yaml, resolve_config_path, to_dict
 from ferkit.data.dataset import FaceDataset
 from ferkit.errors import ConfigError
-from ferkit.experiments.grid import load_grid
+from ferkit.experiments.grid import list_grids, load_grid
 from ferkit.models.checkpoint import load_checkpoint
 from ferkit.training.data import BALANCE_METHODS, prepare_training_data
 from ferkit.training.loop import fit, make_scheduler
@@ -154,3 +156,131 @@ def test_onecycle_runs_and_resumes_exactly(tmp_path):
     # More epochs on resume: the schedule stretches over them instead of running out of steps.
     more = fit(tiny_cfg(tmp_path / "cut", epochs=4, scheduler="onecycle"), data=data, resume=True)
     assert more["epochs_run"] == 4
+
+
+def test_numbers_in_scientific_notation_are_numbers_on_the_command_line_in_files_and_grids(tmp_path, capsys):
+    cfg = load_train_config(
+        None,
+        ["lr=1e-3", "weight_decay=5E-4", "distill_temperature=1e+1", "epochs=1e2", "augment.scale=[8e-1, 1]"],
+    )
+    assert (cfg.lr, cfg.weight_decay, cfg.distill_temperature) == (0.001, 0.0005, 10.0)
+    assert cfg.epochs == 100 and isinstance(cfg.epochs, int) and cfg.augment.scale == (0.8, 1.0)
+    with pytest.raises(ConfigError, match=r"^epochs: expected an integer, got '1e-3'$"):
+        load_train_config(None, ["epochs=1e-3"])  # an int field takes whole numbers only
+    assert load_train_config(None, ["out=1e3"]).out == "1e3"  # a string field keeps the text
+    file = tmp_path / "c.yaml"
+    file.write_text("lr: 1e-3\naugment: {noise_std: 5e-2}\n")
+    cfg = load_train_config(file)
+    assert (cfg.lr, cfg.augment.noise_std) == (0.001, 0.05)
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\nbudgets: {cpu: {set: {lr: 1e-4}}}\nrows:\n  - {id: a, name: a, config: cpu}\n")
+    g = load_grid(grid)
+    cell = g.cell_config(g.row("a"), "official", "cpu", data="d", out="o", overrides=["weight_decay=1e-5"])
+    assert (cell.lr, cell.weight_decay) == (1e-4, 1e-5)
+    assert main(["train", "--show-config", "lr=1e-3"]) == 0
+    assert "lr: 0.001\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("lr=-1", "lr must be >= 0, got -1.0"),
+        ("lr=-1e-3", "lr must be >= 0, got -0.001"),
+        ("lr=.inf", "lr must be a finite number, got inf"),
+        ("batch_size=0", "batch_size must be >= 1, got 0"),
+        ("batch_size=-5", "batch_size must be >= 1, got -5"),
+        ("epochs=0", "epochs must be >= 1, got 0"),
+        ("label_smoothing=2", "label_smoothing must be in [0, 1), got 2.0"),
+        ("threads=-1", "threads must be >= 0, got -1"),
+        ("momentum=1", "momentum must be in [0, 1), got 1.0"),
+        ("weight_decay=-1e-4", "weight_decay must be >= 0, got -0.0001"),
+        ("early_stopping=-1", "early_stopping must be >= 0, got -1"),
+        ("warmup_epochs=-2", "warmup_epochs must be >= 0, got -2"),
+        ("plateau_factor=1", "plateau_factor must be in (0, 1), got 1.0"),
+        ("aux_crop=0", "aux_crop must be in (0, 1], got 0.0"),
+        ("seed=-1", "seed must be in [0, 4294967296), got -1"),
+        ("distill_alpha=1.5", "distill_alpha must be in [0, 1], got 1.5"),
+        ("augment.hflip=1.5", "augment.hflip must be in [0, 1], got 1.5"),
+        ("augment.crop=49", "augment.crop must be in [1, 48], got 49"),
+        ("augment.scale=[1.2, 0.8]", "augment.scale must be [low, high] with low <= high, got [1.2, 0.8]"),
+        ("augment.jpeg_quality=[0, 90]", "augment.jpeg_quality must be in [1, 100], got [0, 90]"),
+        ("augment.copies.noise_prob=-0.1", "augment.copies.noise_prob must be in [0, 1], got -0.1"),
+        ("model_args={dropout: 1}", "model_args.dropout must be in [0, 1), got 1"),
+        ("momentum=0", "momentum must be > 0 with optimizer=sgd and nesterov=true, got 0.0"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_when_the_config_loads(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_train_config(None, [override])
+    assert str(e.value) == message
+
+
+def test_range_errors_come_all_in_one_line_and_the_edges_of_each_range_are_accepted():
+    with pytest.raises(ConfigError) as e:
+        load_train_config(None, ["lr=-1", "augment.crop=0", "augment.copies.hflip=2"])
+    assert str(e.value).count(" must be ") == 3 and "\n" not in str(e.value)
+    edges = [
+        "lr=0",
+        "epochs=1",
+        "batch_size=1",
+        "label_smoothing=0",
+        "momentum=0",
+        "nesterov=false",
+        "threads=0",
+        "early_stopping=0",
+        "aux_crop=1",
+        "augment.hflip=1",
+        "augment.crop=48",
+        "augment.scale=[1, 1]",
+        "model_args={dropout: 0}",
+    ]
+    cfg = load_train_config(None, edges)
+    assert (cfg.lr, cfg.epochs, cfg.batch_size, cfg.threads, cfg.augment.crop) == (0, 1, 1, 0, 48)
+
+
+def test_shipped_configs_and_every_grid_cell_still_load():
+    for name in ("cpu", "paper", "tuned"):
+        load_train_config(name)
+    cells = 0
+    for name in list_grids():
+        grid = load_grid(name)
+        for row in grid.rows:
+            for protocol in row.protocols() if not row.ensemble else ():
+                for budget in grid.budgets:
+                    parent = "x.pt" if row.finetune else None
+                    grid.cell_config(row, protocol, budget, data="d", out="o", aux="a", finetune_from=parent)
+                    cells += 1
+    assert cells > 10
+
+
+@pytest.mark.parametrize("override", ["batch_size=0", "batch_size=-5", "epochs=0", "lr=-1", "threads=-1"])
+def test_cli_refuses_out_of_range_settings_before_writing_anything(tmp_path, capsys, override):
+    csv = write_fer_csv(tmp_path / "fer.csv", n_per_class=2)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(csv), "--out", str(out), override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and override.split("=")[0] in err and "internal error" not in err
+    assert not out.exists()
+    out.mkdir()  # a run's folder: --resume reads its config.yaml, then the overrides, the same way
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(TrainConfig(data=str(csv), out=str(out)))))
+    assert main(["train", "--resume", "--out", str(out), override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and override.split("=")[0] in err and "internal error" not in err
+
+
+def test_configs_built_in_python_are_range_checked_by_fit(tmp_path):
+    with pytest.raises(ConfigError, match=r"^batch_size must be >= 1, got 0$"):
+        fit(tiny_cfg(tmp_path / "run", batch_size=0), data=tiny_data())
+    with pytest.raises(ConfigError, match=r"^model_args.dropout must be in \[0, 1\), got 1.5$"):
+        fit(tiny_cfg(tmp_path / "run", model_args={"dropout": 1.5}), data=tiny_data())
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path, capsys):
+    file = tmp_path / "bin.yaml"
+    file.write_bytes(b"\xff\xfe" + "lr: 0.1\n".encode("utf-16-le"))
+    with pytest.raises(ConfigError, match=r"bin\.yaml: not a UTF-8 text file"):
+        load_train_config(file)
+    assert main(["train", "-c", str(file), "--show-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(file) in err and "internal error" not in err

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -129,6 +131,65 @@ class TrainConfig:
     progress: bool = True
 
 
+# The range of each numeric field: (low, high, ends) with the ends as in interval notation ("[)": low
+# included, high excluded; high None: no upper end). Tuple fields: each value, and low <= high.
+Bound = tuple[float, float | None, str]
+_POSITIVE: Bound = (0, None, "(")
+_NON_NEGATIVE: Bound = (0, None, "[")
+_PROBABILITY: Bound = (0, 1, "[]")
+_FRACTION: Bound = (0, 1, "[)")
+IMAGE_SIDE = 48  # FER2013's faces; the random crop fits inside them
+
+RANGES: dict[type, dict[str, Bound]] = {
+    TrainConfig: {
+        "aux_ratio": _NON_NEGATIVE,
+        "aux_crop": (0, 1, "(]"),
+        "epochs": (1, None, "["),
+        "batch_size": (1, None, "["),
+        "lr": _NON_NEGATIVE,  # 0 freezes the weights (a baseline; the early-stopping test); torch refuses < 0
+        "momentum": _FRACTION,
+        "weight_decay": _NON_NEGATIVE,
+        "plateau_factor": (0, 1, "()"),  # torch's ReduceLROnPlateau needs factor < 1
+        "plateau_patience": _NON_NEGATIVE,
+        "warmup_epochs": _NON_NEGATIVE,
+        "early_stopping": _NON_NEGATIVE,
+        "label_smoothing": _FRACTION,
+        "distill_alpha": _PROBABILITY,
+        "distill_temperature": _POSITIVE,
+        "max_train_images": _NON_NEGATIVE,
+        "seed": (0, 2**32, "[)"),  # numpy's generators refuse negative seeds
+        "threads": _NON_NEGATIVE,  # 0 = torch's default
+    },
+    AugmentConfig: {
+        "scale": _POSITIVE,
+        "translate": _NON_NEGATIVE,
+        "rotation": _NON_NEGATIVE,
+        "hflip": _PROBABILITY,
+        "erasing": _PROBABILITY,
+        "noise_std": _NON_NEGATIVE,
+        "noise_prob": _PROBABILITY,
+        "brightness": _PROBABILITY,
+        "contrast": _NON_NEGATIVE,
+        "gamma": _NON_NEGATIVE,
+        "blur": _PROBABILITY,
+        "blur_sigma": _NON_NEGATIVE,
+        "jpeg": _PROBABILITY,
+        "jpeg_quality": (1, 100, "[]"),
+        "crop_jitter": _PROBABILITY,
+        "crop_scale_std": _NON_NEGATIVE,
+        "crop_shift_std": _NON_NEGATIVE,
+        "crop_roll_std": _NON_NEGATIVE,
+        "crop": (1, IMAGE_SIDE, "[]"),
+    },
+    CopyAugmentConfig: {
+        "hflip": _PROBABILITY,
+        "rotation": _NON_NEGATIVE,
+        "noise_std": _NON_NEGATIVE,
+        "noise_prob": _PROBABILITY,
+    },
+}
+
+
 def _nearest(word: str, options: Any) -> str | None:
     """The option closest to a misspelt ``word`` (difflib), or None when nothing is close."""
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
@@ -157,8 +218,17 @@ def _check_union(name: str, value: Any, args: tuple[Any, ...]) -> Any:
     raise ConfigError(errors[0] if errors else f"{name}: bad value {value!r}")
 
 
+# A number in scientific notation that YAML 1.1 leaves a string (it wants a dot and a signed exponent):
+# 1e-3, 5E-4, 1e+2, 1.5e3.
+_SCIENTIFIC = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+")
+
+
 def _check_scalar(name: str, value: Any, tp: type) -> Any:
-    """bool, int, float or str: the value itself (ints may stand for floats); ConfigError otherwise."""
+    """bool, int, float or str: the value itself (ints may stand for floats, and numbers may be written
+    1e-3; an int field takes them when they are whole); ConfigError otherwise."""
+    shown = value
+    if tp in (int, float) and isinstance(value, str) and _SCIENTIFIC.fullmatch(value):
+        value = float(value.replace("_", ""))
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is bool and isinstance(value, bool):
         return value
@@ -169,7 +239,7 @@ def _check_scalar(name: str, value: Any, tp: type) -> Any:
     if tp is str and isinstance(value, str):
         return value
     expected = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}[tp]
-    raise ConfigError(f"{name}: expected {expected}, got {value!r}")
+    raise ConfigError(f"{name}: expected {expected}, got {shown!r}")
 
 
 def _check_type(name: str, value: Any, tp: Any) -> Any:
@@ -197,7 +267,7 @@ def _check_type(name: str, value: Any, tp: Any) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{name}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, prefix=name + ".")
+        return from_dict(tp, value, prefix=name + ".", ranges=False)  # the whole config's check says all
     return value
 
 
@@ -210,8 +280,9 @@ def _unknown_fields(unknown: list[str], names: set[str], prefix: str) -> ConfigE
     return ConfigError(f"unknown config field(s): {', '.join(parts)}{known}")
 
 
-def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a dict, rejecting unknown keys and wrong types (all in one line)."""
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "", ranges: bool = True) -> Any:
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys, wrong types and (``ranges``) values
+    out of range, all in one line."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -225,7 +296,10 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             errors.append(str(e))
     if errors:
         raise ConfigError("; ".join(errors))
-    return cls(**kwargs)
+    cfg = cls(**kwargs)
+    if ranges:
+        check_ranges(cfg, prefix)
+    return cfg
 
 
 def check_choices(cfg: Any, prefix: str = "") -> None:
@@ -240,6 +314,71 @@ def check_choices(cfg: Any, prefix: str = "") -> None:
             _check_choice(prefix + f.name, value, typing.get_args(tp))
         elif dataclasses.is_dataclass(value):
             check_choices(value, prefix + f.name + ".")
+
+
+def _in_range(v: float, bound: Bound) -> bool:
+    low, high, ends = bound
+    above = v > low if ends[0] == "(" else v >= low
+    below = high is None or (v < high if ends[-1] == ")" else v <= high)
+    return above and below
+
+
+def _range_text(bound: Bound) -> str:
+    low, high, ends = bound
+    if high is None:
+        return f"{'>' if ends[0] == '(' else '>='} {low}"
+    return f"in {ends[0]}{low}, {high}{ends[-1]}"
+
+
+def _range_error(name: str, value: Any, bound: Bound) -> str | None:
+    """The complaint about ``value`` (a number or a (low, high) pair) outside ``bound``; None if fine."""
+    values = list(value) if isinstance(value, (tuple, list)) else [value]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None  # a wrong type is from_dict's (or the caller's) business
+    shown = values if isinstance(value, (tuple, list)) else value
+    if not all(math.isfinite(v) for v in values):
+        return f"{name} must be a finite number, got {shown}"
+    if not all(_in_range(v, bound) for v in values):
+        return f"{name} must be {_range_text(bound)}, got {shown}"
+    if len(values) == 2 and values[0] > values[1]:
+        return f"{name} must be [low, high] with low <= high, got {shown}"
+    return None
+
+
+def _cross_field_errors(cfg: TrainConfig) -> list[str]:
+    """The settings that are fine alone but not together (or that torch would refuse later)."""
+    errors = []
+    if cfg.optimizer == "sgd" and cfg.nesterov and cfg.momentum == 0:
+        errors.append(f"momentum must be > 0 with optimizer=sgd and nesterov=true, got {cfg.momentum}")
+    dropout = cfg.model_args.get("dropout", 0.0) if isinstance(cfg.model_args, dict) else 0.0
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool):
+        errors.append(f"model_args.dropout: expected a number, got {dropout!r}")
+    elif (problem := _range_error("model_args.dropout", dropout, _FRACTION)) is not None:
+        errors.append(problem)
+    return errors
+
+
+def _range_errors(cfg: Any, prefix: str) -> list[str]:
+    """Every out-of-range complaint about ``cfg`` and the config dataclasses inside it."""
+    errors = []
+    bounds = RANGES.get(type(cfg), {})
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            errors += _range_errors(value, prefix + f.name + ".")
+        elif f.name in bounds and (problem := _range_error(prefix + f.name, value, bounds[f.name])):
+            errors.append(problem)
+    if isinstance(cfg, TrainConfig):
+        errors += [prefix + e for e in _cross_field_errors(cfg)]
+    return errors
+
+
+def check_ranges(cfg: Any, prefix: str = "") -> None:
+    """ConfigError (one line, every problem) when a numeric field of a config dataclass, at any depth,
+    is outside its range (``RANGES``). ``from_dict`` checks this when a config loads."""
+    errors = _range_errors(cfg, prefix)
+    if errors:
+        raise ConfigError("; ".join(errors))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -296,9 +435,16 @@ def resolve_config_path(path: str | Path) -> Path:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file (or shipped config name) as a mapping; ConfigError when it cannot be read as one."""
     p = resolve_config_path(path)
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{p}: not a UTF-8 text file (byte {e.object[e.start]:#04x} at offset {e.start})"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):

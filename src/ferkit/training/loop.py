@@ -31,7 +31,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR, ReduceLROnPlateau
 
-from ferkit.config import TrainConfig, check_choices, to_dict
+from ferkit.config import TrainConfig, check_choices, check_ranges, to_dict
 from ferkit.data.augment import augment_batch
 from ferkit.data.load import load_dataset
 from ferkit.errors import ConfigError, ModelError
@@ -120,8 +120,7 @@ def check_run(cfg: TrainConfig, resume: bool, have_data: bool) -> None:
     if not have_data and cfg.data is None:
         raise ConfigError(NO_DATA)
     check_choices(cfg)
-    if not 0 < cfg.augment.crop <= 48:
-        raise ConfigError(f"augment.crop must be between 1 and the image side 48, got {cfg.augment.crop}")
+    check_ranges(cfg)  # configs built in Python too (loaded ones were checked by from_dict)
     check_distill_config(cfg.teacher, cfg.distill_alpha, cfg.distill_temperature)
 
 
