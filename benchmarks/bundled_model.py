@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -51,4 +52,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ferkit.errors import run_script
+
+    sys.exit(run_script(main))

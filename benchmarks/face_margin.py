@@ -193,4 +193,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ferkit.errors import run_script
+
+    sys.exit(run_script(main))

@@ -250,4 +250,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ferkit.errors import run_script
+
+    sys.exit(run_script(main))

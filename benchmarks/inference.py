@@ -277,4 +277,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ferkit.errors import run_script
+
+    sys.exit(run_script(main))

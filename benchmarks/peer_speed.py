@@ -35,6 +35,7 @@ import platform
 import re
 import statistics
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -226,4 +227,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ferkit.errors import run_script
+
+    sys.exit(run_script(main))

@@ -21,6 +21,7 @@ import argparse
 import math
 import platform
 import random
+import sys
 import time
 
 import numpy as np
@@ -181,4 +182,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ferkit.errors import run_script
+
+    sys.exit(run_script(main))
