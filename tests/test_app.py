@@ -99,6 +99,12 @@ def test_preview_gives_the_image_as_read_for_formats_browsers_cannot_show(client
     assert shown.shape == (640, 1280, 3)  # at most 1280 px a side, the image's shape
     small = cv2.resize(img, (1280, 640), interpolation=cv2.INTER_AREA).astype(int)
     assert np.abs(shown.astype(int) - small).mean() < 4  # the same picture, as a JPEG
+    gray = small[::2, ::2].mean(axis=2).astype(np.uint8)  # a gray PGM: the same picture, not mirrored
+    pgm = cv2.imencode(".pgm", gray)[1].tobytes()
+    r = client.post("/api/predict?preview=true", files={"file": ("x.pgm", pgm, "")})
+    data = r.json()["preview"].split(",", 1)[1]
+    shown = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert shown.shape == gray.shape and np.abs(shown.astype(int) - gray).mean() < 4
 
 
 def test_faceless_image_gives_empty_list(client):

@@ -244,6 +244,10 @@ def test_a_tiff_is_shown_with_its_boxes_and_cards(page, tmp_path):
     assert len(api["faces"]) == 2 and api["preview"].startswith("data:image/jpeg;base64,")
     _assert_boxes_on_faces(page, api)
     assert "2 faces found in two.tif" in page.inner_text("#upload-status")
+    with page.expect_download() as d:
+        page.click("#upload-json")
+    saved = json.loads(Path(d.value.path()).read_text())
+    assert saved["faces"] == api["faces"] and "preview" not in saved  # results, not the picture
     _shot(page, "photo-tiff")
 
 

@@ -17,6 +17,7 @@ from starlette.requests import HTTPConnection, Request
 from ferkit.app.deps import AppSettings, Recognizer, ServerBusy, analyzer_for, live_available
 from ferkit.app.schemas import ErrorOut, HealthOut, PredictOut
 from ferkit.data.images import MAX_DECODE_SIDE, load_image
+from ferkit.errors import InputError
 from ferkit.inference.bundled import bundled_card
 from ferkit.inference.faces import FaceAnalyzer, decode_side, scale_faces
 
@@ -88,14 +89,19 @@ def analyze_bytes(
     }
 
 
-def preview_jpeg(rgb: np.ndarray) -> str:
-    """``rgb`` reduced to at most ``PREVIEW_SIDE`` pixels a side, as a ``data:image/jpeg`` URL."""
-    h, w = rgb.shape[:2]
+def preview_jpeg(pixels: np.ndarray) -> str:
+    """Decoded ``pixels`` (gray, RGB or RGBA) reduced to at most ``PREVIEW_SIDE`` a side, as a
+    ``data:image/jpeg`` URL."""
+    h, w = pixels.shape[:2]
     scale = min(1.0, PREVIEW_SIDE / max(h, w))
     if scale < 1:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    _, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    if pixels.ndim == 3:  # OpenCV encodes BGR; gray is encoded as it is
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGR if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise InputError("the image could not be encoded for its preview")
     return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
 

@@ -229,7 +229,8 @@ async function upload(file) {
   }
 }
 
-// The annotated image at full size: the photo with the same boxes, numbers and labels as on screen.
+// The annotated image at full size (a server preview's size for TIFF and the like): the photo with the same
+// boxes, numbers and labels as on screen.
 function annotatedPng() {
   const img = $("upload-image");
   const r = photo.result;
@@ -601,7 +602,10 @@ setupDrop($("drop-zone"), $("file-input"), upload);
 setupDrop($("video-drop"), $("video-input"), uploadVideo);
 linkHover($("photo-section"));
 linkHover($("live-section"));
-$("upload-json").addEventListener("click", () => save(`${stem(photo.file.name)}.json`, jsonBlob({ source: photo.file.name, ...photo.result })));
+$("upload-json").addEventListener("click", () => {
+  const { preview, ...result } = photo.result; // the preview is the picture itself, not a result
+  save(`${stem(photo.file.name)}.json`, jsonBlob({ source: photo.file.name, ...result }));
+});
 $("upload-csv").addEventListener("click", () => save(`${stem(photo.file.name)}.csv`, toCsv(photo.file.name, [{ faces: photo.result.faces }])));
 $("upload-png").addEventListener("click", annotatedPng);
 $("video-json").addEventListener("click", () => save(`${stem(vid.file.name)}.json`, jsonBlob({ source: vid.file.name, ...vid.result })));
