@@ -75,7 +75,8 @@ def scene(
 def encode(rgb: np.ndarray, ext: str = ".jpg", quality: int = 90) -> bytes:
     import cv2
 
-    ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    bgr = rgb[..., ::-1] if rgb.ndim == 3 else rgb  # gray stays as it is (a flip would mirror it)
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(bgr), [cv2.IMWRITE_JPEG_QUALITY, quality])
     assert ok
     return buf.tobytes()
 

@@ -201,28 +201,28 @@ def test_serve_refuses_a_live_cap_at_the_connection_limit(capsys):
     assert "--max-live (64) must be below --max-connections (64)" in capsys.readouterr().err
 
 
-def test_bodies_held_at_once_have_a_budget():
-    """Uploads held in memory together are capped: one over the budget is read, dropped and answered 503 +
-    Retry-After (declared by Content-Length or not), and every byte counted is released afterwards."""
+def test_bodies_being_received_have_a_budget():
+    """Uploads being received at once are capped: one that would take the bytes held over the budget is
+    read, dropped and answered 503 + Retry-After (declared by Content-Length or not); bytes count as they
+    arrive (a declaration alone holds nothing) and stop counting once the app has the body."""
     import asyncio
 
     from ferkit.app.server import BodyLimit
 
-    release = asyncio.Event()
-
-    async def app(scope, receive, send):  # holds its body until released
+    async def app(scope, receive, send):
         body = (await receive())["body"]
-        await release.wait()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": str(len(body)).encode()})
 
-    async def request(limiter, n, declared):
+    async def request(limiter, n, declared, pause=None):
         parts = [{"type": "http.request", "body": b"x" * 100, "more_body": True} for _ in range(n // 100)]
         parts[-1]["more_body"] = False
         sent = []
 
         async def receive():
             await asyncio.sleep(0)
+            if pause is not None and len(parts) == 1:  # the last 100 bytes wait
+                await pause.wait()
             return parts.pop(0) if parts else {"type": "http.disconnect"}
 
         async def send(msg):
@@ -231,21 +231,21 @@ def test_bodies_held_at_once_have_a_budget():
         headers = [(b"content-length", str(n).encode())] if declared else []
         scope = {"type": "http", "path": "/api/predict", "method": "POST", "headers": headers}
         await limiter(scope, receive, send)
-        start = sent[0]
-        return start["status"], dict(start["headers"]), parts
+        return sent[0]["status"], dict(sent[0]["headers"]), parts
 
     async def main():
         limiter = BodyLimit(app, limit=1000, budget=1500)
-        first = asyncio.create_task(request(limiter, 1000, True))
+        slow = asyncio.Event()
+        first = asyncio.create_task(request(limiter, 1000, True, pause=slow))
         await asyncio.sleep(0.05)
-        assert limiter.held == 1000
+        assert limiter.held == 900  # received so far, not the 1000 declared
         for declared in (True, False):
-            status, headers, left = await request(limiter, 600, declared)
+            status, headers, left = await request(limiter, 700, declared)
             assert status == 503 and headers[b"retry-after"] == b"1" and left == []  # read to the end
-        assert limiter.held == 1000
-        release.set()
+        assert limiter.held == 900
+        assert (await request(limiter, 500, True))[0] == 200  # fits beside it
+        slow.set()
         assert (await first)[0] == 200 and limiter.held == 0
-        assert (await request(limiter, 600, False))[0] == 200 and limiter.held == 0
 
     asyncio.run(main())
 

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,11 +82,12 @@ class BodyLimit:
     and bodies that do not arrive in full within ``timeout`` seconds (a body shorter than its Content-Length,
     a client trickling bytes) get 408, so no connection is held open indefinitely.
 
-    Trusts neither Content-Length nor its absence: the body is counted as it arrives. Bodies held at once
-    are capped at ``budget`` bytes in all (default: four of the largest allowed); beyond it the answer is
-    503 + Retry-After, so a crowd of large uploads cannot exhaust memory. When the last body in flight is
-    done with (answered or refused), freed memory goes back to the OS: refused uploads never reach the
-    analysis gate, which does that for the others.
+    Trusts neither Content-Length nor its absence: the body is counted as it arrives. The bodies being
+    received are capped at ``budget`` bytes in all (default: four of the largest allowed; a body counts
+    until it is handed to the app); beyond it the answer is 503 + Retry-After, so a crowd of large uploads
+    cannot exhaust memory. When the last request with a body is done with (answered or refused), freed
+    memory goes back to the OS: refused uploads never reach the analysis gate, which does that for the
+    others.
     """
 
     def __init__(
@@ -122,30 +123,23 @@ class BodyLimit:
         limit = self.limits.get(scope["path"], self.limit)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        declared = int(length) if length is not None and length.isdigit() else None
-        if declared is not None and declared > limit:
+        if length is not None and length.isdigit() and int(length) > limit:
             return await self._reject(send, limit=limit)
-        deadline = time.monotonic() + self.timeout if self.timeout else None
-        held = [0]  # bytes of this body counted in self.held
+        held = _Held(self)
         try:
-            if declared is not None:  # admitted or refused as a whole, before any of it is read
-                if self.held + declared > self.budget:
-                    return await self._busy(receive, send, deadline)
-                self.held += declared
-                held[0] = declared
-            body = await self._read(receive, send, limit, deadline, held, declared is not None)
-            if body is not None:
-                await self.app(scope, self._replay(body, receive), send)
+            box = await self._read(receive, send, limit, held)
+            if box is not None:
+                await self.app(scope, _replay(box, receive, held.release), send)
         finally:
-            self.held -= held[0]
+            held.release()
 
-    async def _read(
-        self, receive: Any, send: Any, limit: int, deadline: float | None, held: list[int], reserved: bool
-    ) -> bytes | None:
-        """The whole body; None when it was refused (the answer sent) or the client left. Without a
-        reservation (no Content-Length) each chunk is counted against the budget as it comes."""
+    async def _read(self, receive: Any, send: Any, limit: int, held: _Held) -> list[bytes] | None:
+        """The whole body, in a list of one; None when it was refused (the answer sent) or the client left.
+        Its bytes count against the budget as they arrive (not as declared: a client that declares much and
+        sends nothing holds nothing)."""
         chunks: list[bytes] = []
         total, more = 0, True
+        deadline = time.monotonic() + self.timeout if self.timeout else None
         while more:
             try:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -161,17 +155,14 @@ class BodyLimit:
                 await self._reject(send, limit=limit)
                 return None
             more = msg.get("more_body", False)
-            if not reserved:
-                if self.held + len(body) > self.budget:
-                    chunks.clear()
-                    self.held -= held[0]
-                    held[0] = 0
-                    await self._busy(receive, send, deadline, more)
-                    return None
-                self.held += len(body)
-                held[0] += len(body)
+            if self.held + len(body) > self.budget:
+                chunks.clear()
+                held.release()
+                await self._busy(receive, send, deadline, more)
+                return None
+            held.add(len(body))
             chunks.append(body)
-        return b"".join(chunks)  # the chunks go with this frame: one copy of the body
+        return [b"".join(chunks)]  # the chunks go with this frame: one copy of the body
 
     async def _busy(self, receive: Any, send: Any, deadline: float | None, more: bool = True) -> None:
         """503 + Retry-After, once the rest of the body is read and dropped (a client still sending
@@ -184,20 +175,6 @@ class BodyLimit:
                 break
             more = msg["type"] != "http.disconnect" and msg.get("more_body", False)
         await self._reject(send, 503, "server busy receiving other uploads; retry shortly", retry=True)
-
-    @staticmethod
-    def _replay(body: bytes, receive: Any) -> Any:
-        """``receive`` for the app: the whole body at once, then the client's own messages."""
-        sent = False
-
-        async def replay() -> dict:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return replay
 
     async def _reject(
         self,
@@ -222,6 +199,35 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+class _Held:
+    """Bytes of one request's body counted in its BodyLimit's ``held``."""
+
+    def __init__(self, limiter: BodyLimit) -> None:
+        self.limiter, self.n = limiter, 0
+
+    def add(self, n: int) -> None:
+        self.limiter.held += n
+        self.n += n
+
+    def release(self) -> None:
+        self.limiter.held -= self.n
+        self.n = 0
+
+
+def _replay(box: list[bytes], receive: Any, delivered: Callable[[], None]) -> Any:
+    """``receive`` for the app: the whole body at once, then the client's own messages. Once handed over
+    the body is the app's (a multipart parser spools parts past 1 MB to disk): it no longer counts here."""
+
+    async def replay() -> dict:
+        if box:
+            body = box.pop()
+            delivered()
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def openapi_30(doc: dict[str, Any]) -> dict[str, Any]:
