@@ -263,3 +263,16 @@ def test_serve_refuses_out_of_range_numbers(capsys, argv, words):
     assert main(["serve", *argv]) == 5
     err = capsys.readouterr().err
     assert words in err and "serving" not in err
+
+
+def test_a_low_connection_limit_lowers_the_live_cap_by_itself(capsys):
+    """--max-connections 10 alone worked before --max-live existed and still does (the cap follows it):
+    the command gets as far as the port, taken here."""
+    taken = bind_socket("127.0.0.1", 0)
+    try:
+        assert main(["serve", "--port", str(taken.getsockname()[1]), "--max-connections", "10"]) == 74
+    finally:
+        taken.close()
+    assert "cannot listen" in capsys.readouterr().err
+    assert main(["serve", "--port", "0", "--max-live", "-1"]) == 5
+    assert "--max-live must be 0 or more" in capsys.readouterr().err

@@ -88,9 +88,10 @@ def _add_limit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-live",
         type=int,
-        default=16,
+        default=None,
         metavar="N",
-        help="live camera sockets open at once, below --max-connections (default %(default)s)",
+        help="live camera sockets open at once, below --max-connections (default: 16, or one less than "
+        "--max-connections when that is 16 or fewer; 0: no live camera)",
     )
     p.add_argument(
         "--max-connections",
@@ -120,9 +121,13 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if not 0.0 < args.smooth <= 1.0:
         raise InputError(f"--smooth must be in (0, 1], got {args.smooth}")
-    for flag in ("max_parallel", "max_connections", "max_live"):
+    for flag in ("max_parallel", "max_connections"):
         if getattr(args, flag) < 1:
             raise InputError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.max_live is None:
+        args.max_live = min(16, args.max_connections - 1)
+    if args.max_live < 0:
+        raise InputError(f"--max-live must be 0 or more, got {args.max_live}")
     if args.max_live >= args.max_connections:
         raise InputError(
             f"--max-live ({args.max_live}) must be below --max-connections ({args.max_connections}), "
