@@ -161,6 +161,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         raise DataError("`ferkit data cache` fills the cache; --no-cache makes no sense here")
     import warnings
 
+    from ferkit.data.cache import CacheWriteWarning
+
     times = []
     for _ in range(2):  # the first load decodes (or finds an up-to-date entry), the second is a cached load
         t0 = time.perf_counter()
@@ -168,7 +170,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
             warnings.simplefilter("always")
             ds = _load(args)
         times.append(time.perf_counter() - t0)
-        unwritable = [w for w in caught if "could not write the data cache" in str(w.message)]
+        unwritable = [w for w in caught if issubclass(w.category, CacheWriteWarning)]
         if unwritable:  # the one job of this command failed (a load elsewhere only warns)
             raise DataError(str(unwritable[0].message).removeprefix("ferkit: "))
         for w in caught:

@@ -27,6 +27,10 @@ from ferkit.io import atomic_write
 CACHE_VERSION = 1  # bump when the decoding changes, so old entries are not reused
 
 
+class CacheWriteWarning(UserWarning):
+    """The dataset was loaded but its cache entry could not be written (the next load decodes again)."""
+
+
 def cache_dir() -> Path:
     """``$FERKIT_CACHE_DIR``, or ``~/.cache/ferkit``."""
     return Path(os.environ.get("FERKIT_CACHE_DIR") or Path.home() / ".cache" / "ferkit")
@@ -153,5 +157,5 @@ def cached(
             if old != entry:
                 old.unlink(missing_ok=True)
     except OSError as e:
-        warnings.warn(f"ferkit: could not write the data cache {entry}: {e}", stacklevel=2)
+        warnings.warn(f"ferkit: could not write the data cache {entry}: {e}", CacheWriteWarning, stacklevel=2)
     return ds

@@ -240,6 +240,8 @@ def _study_parts(cell: Path, dataset: FaceDataset) -> Any:
     (``*.npz`` is not committed with a run that continues on another machine)."""
     if not (cell / STUDY_PARTS).is_file():
         cfg = _read_yaml(cell / "config.yaml")
+        if cfg is None:
+            raise DataError(f"{cell}: neither {STUDY_PARTS} nor config.yaml to rebuild it from")
         parts = cached_study_splits(
             dataset, study_method(cfg["balance"]), cfg["seed"], cfg.get("max_train_images", 0)
         )
@@ -296,13 +298,17 @@ def run_ensemble_cell(
     return _finish_cell(cell, row, protocol, scores, t0, log, leakage=leakage, members=list(row.ensemble))
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    """A cell's config.yaml (a mapping), None when there is none; DataError naming it when it is damaged."""
     if not path.is_file():
         return None
     try:
-        return yaml.safe_load(path.read_text())
+        obj = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, ValueError) as e:
         raise DataError(f"{path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a mapping of settings, got {type(obj).__name__}")
+    return obj
 
 
 def _parent_checkpoint(grid: Grid, row: Row, out: Path) -> str | None:
