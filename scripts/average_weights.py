@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from ferkit.errors import FerkitError, ModelError
+from ferkit.errors import ModelError
 from ferkit.models.checkpoint import load_checkpoint, meta_from_checkpoint, save_torch
 from ferkit.models.integrity import with_weights
 
@@ -40,14 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if len(args.checkpoints) < 2:
         ap.error("give two or more checkpoints to average")
-    try:
-        save_torch(average(args.checkpoints), args.out)
-    except (FerkitError, OSError) as e:  # OSError: an unwritable -o, say
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    save_torch(average(args.checkpoints), args.out)
     print(f"wrote {args.out}: mean of {len(args.checkpoints)} checkpoints")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ferkit.errors import run_script
+
+    sys.exit(run_script(main))

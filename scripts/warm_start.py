@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from ferkit.data.load import load_dataset
-from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import compute_metrics
 from ferkit.models.onnx_import import unfold_batchnorm, vgg_from_onnx
 from ferkit.models.prune import prune_vgg
@@ -39,13 +38,6 @@ def public_accuracy(model: torch.nn.Module, x: torch.Tensor, y: np.ndarray) -> s
 
 
 def main() -> None:
-    try:
-        run()
-    except (FerkitError, OSError) as e:  # OSError: an unwritable -o, say
-        sys.exit(f"warm_start.py: {e}")
-
-
-def run() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("onnx", help="an fp32 graph of one VGGNet written by `ferkit export`")
     ap.add_argument("--data", required=True, help="FER2013 (Training faces set the statistics)")
@@ -76,4 +68,6 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ferkit.errors import run_script
+
+    sys.exit(run_script(main))

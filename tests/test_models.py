@@ -85,7 +85,11 @@ def test_average_weights_script_means_the_weights_and_refuses_mixed_architecture
     w = model.state_dict()["features.0.weight"]
     torch.testing.assert_close(w, (a["features.0.weight"] + b["features.0.weight"]) / 2)
     bad = average(paths[0], paths[2])
-    assert bad.returncode == 1 and "different architectures" in bad.stderr and "Traceback" not in bad.stderr
+    assert (
+        bad.returncode == ModelError.exit_code
+        and "different architectures" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )
 
 
 def test_cli_models_runs_lists_a_damaged_run_as_unreadable(capsys, tmp_path):

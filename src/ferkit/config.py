@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ferkit.errors import ConfigError
+from ferkit.errors import ConfigError, one_line
 
 # The choices a config field accepts; ``typing.get_args`` turns each into its tuple of names.
 Optimizer = Literal["sgd", "adam", "adamw"]
@@ -400,7 +400,7 @@ def _parse_value(text: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"cannot parse value {text!r}: {' '.join(str(e).split())}") from None
+        raise ConfigError(f"cannot parse value {text!r}: {one_line(e)}") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -446,7 +446,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
+        raise ConfigError(f"{p}: not valid YAML: {one_line(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
     return data

@@ -37,11 +37,20 @@ class InputError(FerkitError):
     exit_code = 5
 
 
+def one_line(e: object, limit: int = 500) -> str:
+    """``e``'s text on one line (whitespace runs collapsed), cut at ``limit`` characters."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def run_script(main: Callable[[], int | None]) -> int:
-    """Run a script's ``main``: a FerkitError (bad input) is one line on stderr and its exit code, never a
-    traceback. For the scripts in benchmarks/ and scripts/ (the CLI has its own handler)."""
+    """Run a script's ``main``: a FerkitError (bad input) is one line on stderr and its exit code, an
+    OSError one line and 1, never a traceback. For benchmarks/ and scripts/ (the CLI has its own)."""
     try:
         return main() or 0
     except FerkitError as e:
-        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        print(f"{Path(sys.argv[0]).name}: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # an unwritable output, a full disk
+        print(f"{Path(sys.argv[0]).name}: error: {one_line(e)}", file=sys.stderr)
+        return 1

@@ -8,7 +8,7 @@ import os
 import sys
 
 from ferkit import __version__
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, one_line
 from ferkit.extras import MissingExtraError, missing_extra_message
 
 # Each module defines register(subparsers) and sets a ``func`` default that takes the parsed args.
@@ -40,16 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(e: object, limit: int = 500) -> str:
-    text = " ".join(str(e).split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _internal_error(e: Exception) -> int:
     if os.environ.get("FERKIT_DEBUG"):
         raise e
     print(
-        f"ferkit: internal error: {type(e).__name__}: {_one_line(e)} (set FERKIT_DEBUG=1 for a traceback)",
+        f"ferkit: internal error: {type(e).__name__}: {one_line(e)} (set FERKIT_DEBUG=1 for a traceback)",
         file=sys.stderr,
     )
     return 70
@@ -67,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FerkitError as e:
-        print(f"ferkit: error: {_one_line(e)}", file=sys.stderr)
+        print(f"ferkit: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("ferkit: interrupted", file=sys.stderr)
@@ -84,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("FERKIT_DEBUG"):
             raise
         where = f": {e.filename}" if e.filename else ""
-        print(f"ferkit: error: {_one_line(e.strerror or e)}{where}", file=sys.stderr)
+        print(f"ferkit: error: {one_line(e.strerror or e)}{where}", file=sys.stderr)
         return EXIT_IO
     except Exception as e:  # noqa: BLE001 - an unexpected bug: one line, the traceback only on request
         return _internal_error(e)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ferkit.data.leakage import LEAKY
-from ferkit.errors import ConfigError, DataError
+from ferkit.errors import ConfigError, DataError, one_line
 from ferkit.experiments.table import METRICS, RUN_HINT, read_cell, read_json
 from ferkit.io import atomic_write, atomic_write_text
 from ferkit.training.loop import best_epoch
@@ -48,7 +48,7 @@ def _history(cell: Path) -> list[dict[str, Any]]:
                 if not isinstance(hist[-1], dict):
                     raise ValueError("not a JSON object")
     except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
-        raise DataError(f"{f}: {where} is damaged ({' '.join(str(e).split())[:200]})") from None
+        raise DataError(f"{f}: {where} is damaged ({one_line(e, 200)})") from None
     return hist
 
 

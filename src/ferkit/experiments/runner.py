@@ -33,7 +33,7 @@ from ferkit.data.dataset import FaceDataset
 from ferkit.data.leakage import LEAKY, audit_leakage, format_leakage
 from ferkit.data.load import load_dataset
 from ferkit.data.study_protocol import StudySplit, cached_study_splits, study_method
-from ferkit.errors import ConfigError, DataError, ModelError
+from ferkit.errors import ConfigError, DataError, ModelError, one_line
 from ferkit.evaluation.evaluate import evaluate_dataset
 from ferkit.evaluation.metrics import compute_metrics
 from ferkit.evaluation.scorers import EnsembleScorer, load_scorer
@@ -305,7 +305,7 @@ def _read_yaml(path: Path) -> dict[str, Any] | None:
     try:
         obj = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, ValueError) as e:
-        raise DataError(f"{path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+        raise DataError(f"{path}: not valid YAML ({one_line(e, 200)})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a mapping of settings, got {type(obj).__name__}")
     return obj

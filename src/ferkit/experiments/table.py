@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ferkit.data.leakage import LEAKY
-from ferkit.errors import ConfigError, DataError
+from ferkit.errors import ConfigError, DataError, one_line
 from ferkit.experiments.grid import Grid, load_grid
 from ferkit.io import atomic_write_text
 
@@ -27,14 +27,10 @@ def read_json(path: Path, hint: str = "") -> dict[str, Any] | None:
     try:
         obj = json.loads(path.read_text())
     except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
-        raise DataError(f"{path}: not valid JSON ({_one_line(e)}){hint}") from None
+        raise DataError(f"{path}: not valid JSON ({one_line(e, 200)}){hint}") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a JSON object, got {type(obj).__name__}{hint}")
     return obj
-
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())[:200]
 
 
 def read_cell(path: Path) -> dict[str, Any]:
