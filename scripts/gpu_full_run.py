@@ -153,11 +153,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("budget", "batch", "max_epochs"):
         if not getattr(args, name) > 0:
             ap.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    from ferkit.models.registry import list_models
+    from ferkit.errors import ModelError
+    from ferkit.models.registry import require_model
 
     for flag in ("model", "student"):
-        if getattr(args, flag) not in list_models():
-            ap.error(f"--{flag} {getattr(args, flag)}: not a registered model ({', '.join(list_models())})")
+        try:
+            require_model(getattr(args, flag))
+        except ModelError as e:
+            ap.error(f"--{flag}: {e}")
     return args
 
 

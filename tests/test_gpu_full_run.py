@@ -114,7 +114,7 @@ def test_script_reports_a_missing_pack_in_one_line(tmp_path, caplog):
     [
         (["--budget", "-5"], "--budget must be positive"),
         (["--batch", "0"], "--batch must be positive"),
-        (["--model", "nosuch"], "--model nosuch: not a registered model"),
+        (["--model", "nosuch"], "--model: unknown model 'nosuch'"),
     ],
 )
 def test_script_refuses_bad_options_before_any_work(tmp_path, capsys, argv, words):

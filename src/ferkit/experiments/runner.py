@@ -3,6 +3,7 @@
 Layout under ``out``::
 
     run.json                      what was asked (grid, budget, data, seed, overrides): a rerun must match
+                                  (unless the run it records left no cell behind: then it is replaced)
     <row>/<protocol>/             the cell: best.pt, last.pt, metrics.jsonl, config.yaml (from fit),
                                   train.json (fit's summary), leakage.json, metrics.json (written last)
     results.json, results.md      the table (``ferkit.experiments.table``)
@@ -33,7 +34,7 @@ from ferkit.data.dataset import FaceDataset
 from ferkit.data.leakage import LEAKY, audit_leakage, format_leakage
 from ferkit.data.load import load_dataset
 from ferkit.data.study_protocol import StudySplit, cached_study_splits, study_method
-from ferkit.errors import ConfigError, DataError, ModelError, one_line
+from ferkit.errors import ConfigError, DataError, one_line
 from ferkit.evaluation.evaluate import evaluate_dataset
 from ferkit.evaluation.metrics import compute_metrics
 from ferkit.evaluation.scorers import EnsembleScorer, load_scorer
@@ -43,7 +44,7 @@ from ferkit.experiments.monitor import make_monitor, watch_sets
 from ferkit.experiments.table import METRICS, RUN_HINT, finished_cells, read_cell, read_json, write_table
 from ferkit.io import atomic_write, atomic_write_text
 from ferkit.models.ensemble import build_ensemble, ensemble_from_dict
-from ferkit.models.registry import list_models
+from ferkit.models.registry import require_model
 from ferkit.runtime import check_tta, resolve_device
 from ferkit.training.data import TrainingData, prepare_training_data
 from ferkit.training.loop import Monitor, check_run, fit
@@ -364,8 +365,7 @@ def _check_cells(g: Grid, rows: list[Row], out: Path, budget: str, **facts: Any)
                 continue
             cfg = g.cell_config(row, protocol, budget, out=cell, **facts)
             check_run(cfg, resume=(cell / "last.pt").is_file(), have_data=True)
-            if cfg.model not in list_models():
-                raise ModelError(f"unknown model {cfg.model!r}; available: {', '.join(list_models())}")
+            require_model(cfg.model)
             if cfg.aux_data and not Path(cfg.aux_data).exists():
                 raise DataError(f"auxiliary data not found: {cfg.aux_data}")
     return pending

@@ -57,12 +57,17 @@ def model_doc(name: str) -> str:
     return (_REGISTRY[name].__doc__ or "").strip().splitlines()[0] if name in _REGISTRY else ""
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered model; unknown names and unknown arguments fail loudly."""
+def require_model(name: str) -> str:
+    """``name`` when it is a registered model; ModelError naming the registered ones otherwise."""
     _ensure_builtin()
     if name not in _REGISTRY:
         raise ModelError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    fn = _REGISTRY[name]
+    return name
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model; unknown names and unknown arguments fail loudly."""
+    fn = _REGISTRY[require_model(name)]
     params = inspect.signature(fn).parameters
     bad = [k for k in kwargs if k not in params]
     if bad:

@@ -121,7 +121,7 @@ def check_run(cfg: TrainConfig, resume: bool, have_data: bool) -> None:
         raise ConfigError(NO_DATA)
     check_choices(cfg)
     check_ranges(cfg)  # configs built in Python too (loaded ones were checked by from_dict)
-    check_distill_config(cfg.teacher, cfg.distill_alpha, cfg.distill_temperature)
+    check_distill_config(cfg.teacher)
 
 
 def load_training_data(cfg: TrainConfig) -> TrainingData:
