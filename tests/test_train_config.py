@@ -168,6 +168,7 @@ def test_numbers_in_scientific_notation_are_numbers_on_the_command_line_in_files
     with pytest.raises(ConfigError, match=r"^epochs: expected an integer, got '1e-3'$"):
         load_train_config(None, ["epochs=1e-3"])  # an int field takes whole numbers only
     assert load_train_config(None, ["out=1e3"]).out == "1e3"  # a string field keeps the text
+    assert load_train_config(None, ["model_args.dropout=1e-1"]).model_args == {"dropout": 0.1}
     file = tmp_path / "c.yaml"
     file.write_text("lr: 1e-3\naugment: {noise_std: 5e-2}\n")
     cfg = load_train_config(file)

@@ -259,7 +259,13 @@ def _check_type(name: str, value: Any, tp: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{name}: expected a mapping, got {value!r}")
-        return dict(value)
+        # free-form values (model_args): 1e-1 is a number here too, though YAML 1.1 reads it as text
+        sci = {
+            k: float(v.replace("_", ""))
+            for k, v in value.items()
+            if isinstance(v, str) and _SCIENTIFIC.fullmatch(v)
+        }
+        return {**value, **sci}
     if tp in (bool, int, float, str):
         return _check_scalar(name, value, tp)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
