@@ -191,13 +191,9 @@ def check_round_trip(dataset: FaceDataset, back: Pack) -> None:
 def _write(fields: dict[str, np.ndarray], out: Path) -> None:
     if out.is_dir():
         raise DataError(f"--out {out} is a folder; give a file name such as {out / 'fer2013.npz'}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    try:
-        np.savez(tmp, **fields)  # type: ignore[arg-type]
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from ferkit.io import atomic_write
+
+    atomic_write(out, lambda f: np.savez(f, **fields))  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
