@@ -223,12 +223,19 @@ def _check_union(name: str, value: Any, args: tuple[Any, ...]) -> Any:
 _SCIENTIFIC = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+")
 
 
+def _scientific(value: Any) -> Any:
+    """``value`` as a float when it is text in scientific notation (1e-3), else as it is."""
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value):
+        return float(value.replace("_", ""))
+    return value
+
+
 def _check_scalar(name: str, value: Any, tp: type) -> Any:
     """bool, int, float or str: the value itself (ints may stand for floats, and numbers may be written
     1e-3; an int field takes them when they are whole); ConfigError otherwise."""
     shown = value
-    if tp in (int, float) and isinstance(value, str) and _SCIENTIFIC.fullmatch(value):
-        value = float(value.replace("_", ""))
+    if tp in (int, float):
+        value = _scientific(value)
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is bool and isinstance(value, bool):
         return value
@@ -259,13 +266,7 @@ def _check_type(name: str, value: Any, tp: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{name}: expected a mapping, got {value!r}")
-        # free-form values (model_args): 1e-1 is a number here too, though YAML 1.1 reads it as text
-        sci = {
-            k: float(v.replace("_", ""))
-            for k, v in value.items()
-            if isinstance(v, str) and _SCIENTIFIC.fullmatch(v)
-        }
-        return {**value, **sci}
+        return {k: _scientific(v) for k, v in value.items()}  # free-form values (model_args) too
     if tp in (bool, int, float, str):
         return _check_scalar(name, value, tp)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):

@@ -48,9 +48,6 @@ def run_script(main: Callable[[], int | None]) -> int:
     OSError one line and 1, never a traceback. For benchmarks/ and scripts/ (the CLI has its own)."""
     try:
         return main() or 0
-    except FerkitError as e:
+    except (FerkitError, OSError) as e:  # OSError: an unwritable output, a full disk
         print(f"{Path(sys.argv[0]).name}: error: {one_line(e)}", file=sys.stderr)
-        return e.exit_code
-    except OSError as e:  # an unwritable output, a full disk
-        print(f"{Path(sys.argv[0]).name}: error: {one_line(e)}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)

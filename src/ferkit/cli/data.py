@@ -166,15 +166,15 @@ def cmd_cache(args: argparse.Namespace) -> int:
     times = []
     for _ in range(2):  # the first load decodes (or finds an up-to-date entry), the second is a cached load
         t0 = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = _load(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "error", CacheWriteWarning
+            )  # this command's one job (a load elsewhere warns)
+            try:
+                ds = _load(args)
+            except CacheWriteWarning as w:
+                raise DataError(str(w).removeprefix("ferkit: ")) from None
         times.append(time.perf_counter() - t0)
-        unwritable = [w for w in caught if issubclass(w.category, CacheWriteWarning)]
-        if unwritable:  # the one job of this command failed (a load elsewhere only warns)
-            raise DataError(str(unwritable[0].message).removeprefix("ferkit: "))
-        for w in caught:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     print(
         f"{args.path}: {len(ds)} images; first load {times[0]:.2f} s, cached load {times[1]:.3f} s "
         f"(cache: {cache_dir()})"

@@ -283,12 +283,18 @@ def _batches(items: list, n: int) -> Iterator[list]:
         yield items[i : i + n]
 
 
-def _annotated_path(out_dir: Path, path: Path, root: Path, suffix: str | None = None) -> Path:
+def _annotated_path(out_dir: Path, path: Path, root: Path, kind: str) -> Path:
+    """The file the annotated copy of input ``path`` is written to: under ``out_dir`` as under ``root``; a
+    video as VP8 WebM (plays in browsers), an image in its own format where OpenCV writes it, else PNG."""
     try:
-        rel = path.relative_to(root)
+        out = out_dir / path.relative_to(root)
     except ValueError:
-        rel = Path(path.name)
-    return out_dir / (rel.with_suffix(suffix) if suffix else rel)
+        out = out_dir / path.name
+    if kind == "video":
+        return out.with_suffix(".webm")
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"):
+        return out.with_suffix(".png")
+    return out
 
 
 def _predict_images(items, analyzer, writer, args, progress, warn, note) -> int:
@@ -314,7 +320,7 @@ def _predict_images(items, analyzer, writer, args, progress, warn, note) -> int:
         for (path, root, pixels, scale, _), faces in zip(pending, per_image):
             if args.annotate:
                 _write_image(
-                    _annotated_path(Path(args.annotate), path, root),
+                    _annotated_path(Path(args.annotate), path, root, "image"),
                     draw_faces(pixels, faces, analyzer.classes),
                 )
             writer.write(str(path), scale_faces(faces, *scale))
@@ -348,13 +354,6 @@ def _predict_images(items, analyzer, writer, args, progress, warn, note) -> int:
     return done
 
 
-def _written_as(path: Path) -> Path:
-    """The file an annotated image is written to: its own format where OpenCV writes it, else PNG."""
-    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"):
-        return path.with_suffix(".png")
-    return path
-
-
 def _refuse_overwriting_inputs(args: argparse.Namespace, items: list[tuple[Path, Path, str]]) -> None:
     """InputError when an output would replace one of the inputs (``-o photo.jpg`` given ``photo.jpg``,
     ``--annotate`` naming the inputs' own folder): the input would be lost."""
@@ -365,9 +364,7 @@ def _refuse_overwriting_inputs(args: argparse.Namespace, items: list[tuple[Path,
     for path, root, kind in items:
         targets = []
         if args.annotate:
-            suffix = ".webm" if kind == "video" else None
-            target = _annotated_path(Path(args.annotate), path, root, suffix)
-            targets.append(("--annotate", target if kind == "video" else _written_as(target)))
+            targets.append(("--annotate", _annotated_path(Path(args.annotate), path, root, kind)))
         if args.timeline and kind == "video":
             targets.append(("--timeline", args.timeline_path(path)))
         for flag, target in targets:
@@ -381,7 +378,6 @@ def _write_image(path: Path, rgb) -> None:
 
     from ferkit.io import atomic_write_bytes
 
-    path = _written_as(path)
     ok, data = cv2.imencode(path.suffix.lower(), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise InputError(f"cannot encode {path}")
@@ -399,7 +395,7 @@ def _predict_video(path: Path, root: Path, analyzer, writer, args, tqdm) -> dict
         out = None
         if args.annotate:
             out = VideoWriter(
-                _annotated_path(Path(args.annotate), path, root, ".webm"),  # VP8: plays in browsers
+                _annotated_path(Path(args.annotate), path, root, "video"),
                 reader.info.fps,
                 (reader.info.width, reader.info.height),
             )

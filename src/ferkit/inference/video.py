@@ -41,7 +41,7 @@ class VideoReader:
             raise InputError(f"{self.path}: not a readable video")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.info = VideoInfo(
-            fps=fps if fps and 0 < fps <= MAX_FPS else 25.0,  # unknown or implausible: 25
+            fps=fps if 0 < fps <= MAX_FPS else 25.0,  # unknown (0, NaN) or implausible: 25
             frames=max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)),
             width=int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
             height=int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),

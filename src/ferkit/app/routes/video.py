@@ -112,10 +112,8 @@ async def video(
 
 async def _receive(file: UploadFile, state: Any, settings: Any) -> tuple[str, Path]:
     """The upload checked (size, busy server, a readable clip within the duration limit) and stored."""
-    if file.size is not None and file.size > settings.max_video_bytes:
-        raise HTTPException(413, f"upload too large: the limit is {settings.max_video_mb:g} MB")
-    if file.size == 0:
-        raise HTTPException(400, "the upload is empty")
+    if file.size is not None:
+        _check_size(file.size, settings)
     gate = state.gate
     if gate.active >= gate.parallel + gate.queue:
         raise HTTPException(503, "server busy; retry shortly", headers={"Retry-After": "1"})
@@ -123,14 +121,19 @@ async def _receive(file: UploadFile, state: Any, settings: Any) -> tuple[str, Pa
     src = state.videos.upload_path(vid)
     try:
         # copied in chunks from the parser's spooled file: never a whole clip in memory
-        size = await run_in_threadpool(_store, file, src)
-        if size > settings.max_video_bytes or not size:  # file.size unknown: the copy says
-            raise HTTPException(413 if size else 400, "upload too large" if size else "the upload is empty")
+        _check_size(await run_in_threadpool(_store, file, src), settings)  # file.size may be unknown
         await run_in_threadpool(probe, src, _display_name(file.filename), settings.max_video_seconds)
     except BaseException:
         src.unlink(missing_ok=True)
         raise
     return vid, src
+
+
+def _check_size(size: int, settings: Any) -> None:
+    if size > settings.max_video_bytes:
+        raise HTTPException(413, f"upload too large: the limit is {settings.max_video_mb:g} MB")
+    if not size:
+        raise HTTPException(400, "the upload is empty")
 
 
 def _store(file: UploadFile, path: Path) -> int:
