@@ -580,7 +580,7 @@ async function loadHealth() {
     CLASSES = h.classes;
     const acc = h.model_accuracy ? ` (${h.model_accuracy})` : "";
     $("model-info").textContent = `Model: ${h.model_title}${acc} · face detector: ${h.detector_title}`;
-    $("photo-limits").textContent = `PNG, JPEG, GIF, BMP, TIFF or WebP, up to ${h.max_upload_mb} MB`;
+    $("photo-limits").textContent = `PNG, JPEG, GIF, BMP, TIFF, WebP or PGM/PPM, up to ${h.max_upload_mb} MB`;
     $("video-limits").textContent = `MP4, WebM, AVI, MOV or MKV, up to ${h.max_video_mb} MB and ${h.max_video_seconds} s`;
     if (!h.live) {
       $("live-start").disabled = true;
